@@ -1,0 +1,10 @@
+"""Built-in plugins. Each module below is registered with the plugin manager like a third-party
+plugin and provides its components through the same ``register_*`` hooks."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "unlearnctl.builtin.datasets",
+    "unlearnctl.builtin.selectors",
+    "unlearnctl.builtin.models",
+    "unlearnctl.builtin.methods",
+    "unlearnctl.builtin.metrics",
+)
