@@ -1,0 +1,1 @@
+"""Helpers for testing unlearnctl and its plugins: tiny real objects and contract checks."""
