@@ -1,0 +1,3 @@
+"""Built-in components of this kind, registered through the public hooks like any plugin's (stub)."""
+
+from __future__ import annotations
