@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import diffusion
 from .components import Component, Dataset, Method, Metric, ModelPreset, Options, Selector
 from .data import ForgetSplit, ImageSet, ImageSubset, TensorImageSet, ids_fingerprint, split_forget
 from .errors import (
@@ -49,6 +50,7 @@ __all__ = [
     "UnlearnError",
     "UsageError",
     "__version__",
+    "diffusion",
     "hookimpl",
     "ids_fingerprint",
     "load_model_folder",

@@ -1,0 +1,45 @@
+# unlearnctl: set-up, tests and the demo. Every target creates .venv first when needed.
+#   make demo   forget class 2 of the built-in ddpm-digits model, then evaluate the run
+#   make test   lint, then the test suite (what .ci/run runs)
+#   make docs   regenerate docs/cli.md and the hook reference of docs/plugins.md
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.unlearnctl-installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+DEMO_RUN := runs/demo-$(shell date -u +%Y%m%dT%H%M%SZ)
+
+.PHONY: venv lint test demo docs clean
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml changes; otherwise a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(TORCH)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check src tests plugins
+
+# pytest's exit code 5 means it collected no test: a failure, said plainly.
+test: lint
+	@$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5): that is a failure" >&2; fi; \
+	exit $$rc
+
+demo: venv
+	$(BIN)/unlearnctl forget --classes 2 --out $(DEMO_RUN)
+	$(BIN)/unlearnctl eval $(DEMO_RUN)
+
+# docs/cli.md and the hook reference in docs/plugins.md are generated from the code.
+docs: venv
+	$(BIN)/typer unlearnctl.cli.app utils docs --name unlearnctl --title "unlearnctl command reference" \
+		--output docs/cli.md
+	$(BIN)/python -m unlearnctl.plugins docs/plugins.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,55 @@
+"""The typer application: global options, then every command module's ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+
+#: command modules in the order their commands appear in ``--help``
+COMMAND_MODULES: tuple[str, ...] = (
+    "forget_cmd",
+    "eval_cmd",
+    "sample_cmd",
+    "train_cmd",
+    "judge_cmd",
+    "compare_cmd",
+    "replay_cmd",
+    "plugins_cmd",
+)
+
+app = typer.Typer(
+    name="unlearnctl",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"unlearnctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+    ] = False,
+) -> None:
+    """Remove the influence of chosen training data from a trained diffusion model (EraseDiff and baselines).
+
+    Exit codes: 0 success, 2 bad input (one line on stderr), 130 interrupted. UNLEARNCTL_DEBUG=1 shows
+    tracebacks; UNLEARNCTL_DISABLE_PLUGINS=a,b skips plugins by name.
+    """
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_module}").register(app)

@@ -1,0 +1,192 @@
+"""``unlearnctl plugins``, ``unlearnctl list KIND`` and ``unlearnctl show KIND NAME``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..components import KINDS
+from ..config import options_table
+from ..plugins import DISABLE_ENV, disabled_plugin_names
+from ..registry import ComponentInfo, normalize_kind
+from .common import JsonFlag, console, handle_errors, load_registry, print_json
+
+KIND_HELP = "One of: " + ", ".join(f"{k}s" for k in KINDS) + " (singular accepted)."
+
+
+# --- completion (must stay quiet: no warnings, no errors) ----------------------------------------
+
+
+def complete_kind(incomplete: str) -> list[str]:
+    return [f"{k}s" for k in KINDS if f"{k}s".startswith(incomplete.lower())]
+
+
+def complete_name(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    from ..registry import get_registry
+
+    try:
+        infos = get_registry().all(str(ctx.params.get("kind") or ""))
+    except Exception:
+        return []
+    return [(i.name, i.description) for i in infos if i.name.startswith(incomplete)]
+
+
+KindArg = Annotated[
+    str, typer.Argument(help=KIND_HELP, metavar="KIND", autocompletion=complete_kind, show_default=False)
+]
+NameArg = Annotated[
+    str,
+    typer.Argument(help="Component name (see `unlearnctl list KIND`).", metavar="NAME", autocompletion=complete_name),
+]
+
+
+# --- rendering helpers --------------------------------------------------------------------------
+
+
+def _provider(info: ComponentInfo) -> str:
+    return f"{info.provider} {info.provider_version}" if info.provider_version else info.provider
+
+
+def _default_text(row: dict[str, Any]) -> str:
+    if row["required"]:
+        return "required"
+    value = row["default"]
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _doc_body(cls: type) -> str:
+    """The class docstring after its first line (the description)."""
+    lines = (inspect.getdoc(cls) or "").strip().splitlines()
+    return "\n".join(lines[1:]).strip()
+
+
+def component_summary(info: ComponentInfo) -> dict[str, Any]:
+    return {
+        "kind": info.kind,
+        "name": info.name,
+        "description": info.description,
+        "provider": info.provider,
+        "provider_version": info.provider_version,
+    }
+
+
+def component_details(info: ComponentInfo) -> dict[str, Any]:
+    details = component_summary(info)
+    details["doc"] = _doc_body(info.cls)
+    if info.kind == "method":
+        details["conditional_only"] = bool(getattr(info.cls, "conditional_only", False))
+    if info.kind == "model":
+        details["default_dataset"] = getattr(info.cls, "default_dataset", None)
+    details["options"] = options_table(info.cls)
+    return details
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@handle_errors
+def plugins(json_output: JsonFlag = False) -> None:
+    """Installed plugins: name, version, what each provides, and the ones that failed."""
+    registry = load_registry(warn=False)
+    disabled = disabled_plugin_names()
+    data = {
+        "plugins": [
+            {
+                "name": p.name,
+                "version": p.version,
+                "module": p.module,
+                "builtin": p.builtin,
+                "provides": {f"{k}s": v for k, v in registry.provided_by(p.name).items()},
+            }
+            for p in registry.plugins
+        ],
+        "failures": [{"name": f.name, "stage": f.stage, "error": f.error} for f in registry.failures],
+        "disabled": disabled,
+    }
+    if json_output:
+        print_json(data)
+        return
+    table = Table(title="Plugins", title_justify="left")
+    table.add_column("Plugin", style="bold", no_wrap=True)
+    table.add_column("Version", no_wrap=True)
+    table.add_column("Source")
+    table.add_column("Provides")
+    for p in data["plugins"]:
+        provides = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["provides"].items()) or "-"
+        source = "built-in" if p["builtin"] else p["module"]
+        table.add_row(escape(p["name"]), p["version"] or "-", escape(source), escape(provides))
+    console.print(table)
+    if disabled:
+        console.print(f"Disabled by {DISABLE_ENV}: {escape(', '.join(disabled))}")
+    if registry.failures:
+        failed = Table(title="Failed plugins", title_justify="left", title_style="bold red", style="red")
+        failed.add_column("Plugin", style="bold red", no_wrap=True)
+        failed.add_column("Stage", style="red")
+        failed.add_column("Error", style="red")
+        for f in registry.failures:
+            failed.add_row(escape(f.name), f.stage, escape(f.error))
+        console.print(failed)
+
+
+@handle_errors
+def list_components(kind: KindArg, json_output: JsonFlag = False) -> None:
+    """Components of one kind: name, description, provider."""
+    k = normalize_kind(kind)
+    registry = load_registry()
+    infos = registry.all(k)
+    if json_output:
+        print_json([component_summary(i) for i in infos])
+        return
+    if not infos:
+        console.print(f"No {k}s installed.")
+        return
+    table = Table(title=f"{k.capitalize()}s", title_justify="left")
+    table.add_column("Name", style="bold", no_wrap=True)
+    table.add_column("Description")
+    table.add_column("Provider", no_wrap=True)
+    for i in infos:
+        table.add_row(escape(i.name), escape(i.description), escape(_provider(i)))
+    console.print(table)
+
+
+@handle_errors
+def show(kind: KindArg, name: NameArg, json_output: JsonFlag = False) -> None:
+    """One component: description, provider and its options (type, default, help)."""
+    k = normalize_kind(kind)
+    info = load_registry().get(k, name)
+    details = component_details(info)
+    if json_output:
+        print_json(details)
+        return
+    console.print(f"[bold]{k} {escape(info.name)}[/] — {escape(details['description'] or '(no description)')}")
+    where = f"{info.cls.__module__}.{info.cls.__qualname__}"
+    console.print(f"provider: {escape(_provider(info))}  ({escape(where)})")
+    if details.get("conditional_only"):
+        console.print("needs a class-conditional model")
+    if details["doc"]:
+        console.print()
+        console.print(escape(details["doc"]))
+    console.print()
+    if not details["options"]:
+        console.print("No options.")
+        return
+    table = Table(title="Options", title_justify="left")
+    table.add_column("Option", style="bold", no_wrap=True)
+    table.add_column("Type")
+    table.add_column("Default")
+    table.add_column("Help")
+    for row in details["options"]:
+        table.add_row(escape(row["name"]), escape(row["type"]), escape(_default_text(row)), escape(row["help"]))
+    console.print(table)
+    console.print("Set options with --set NAME=VALUE or --config FILE (TOML, YAML or JSON).", style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``plugins``, ``list`` and ``show`` to the ``unlearnctl`` app."""
+    app.command("plugins")(plugins)
+    app.command("list")(list_components)
+    app.command("show")(show)

@@ -1,0 +1,162 @@
+"""Contract checks every component must pass, for unlearnctl's tests and for plugin authors.
+
+From pytest, check one class::
+
+    from unlearnctl.testing.contracts import check_component_class
+
+    def test_my_method_contract():
+        check_component_class(MyMethod)
+
+or every component the installed plugins provide (yours included, found through its entry point)::
+
+    import pytest
+    from unlearnctl.testing.contracts import check_component, registered_components
+
+    @pytest.mark.parametrize("info", registered_components(), ids=str)
+    def test_contract(info):
+        check_component(info.cls)
+
+Each check raises :class:`ContractError` (an ``AssertionError``) whose message says what to fix.
+
+Extension point: runtime contracts of one kind (a method runs on a tiny UNet, its output loads with
+diffusers, it is deterministic under a seed...) are functions ``check(cls) -> None`` added with
+``@runtime_check("method")``; :func:`check_component` runs them after the class checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..components import BASE_FOR_KIND, KINDS, Component, Options
+from ..config import field_default, option_keys, options_table, resolve_options
+from ..errors import OptionError
+
+#: the one method each kind of component implements
+REQUIRED_METHOD = {"dataset": "load", "selector": "select", "method": "unlearn", "model": "load", "metric": "compute"}
+
+RuntimeCheck = Callable[[type[Component]], None]
+#: kind -> runtime checks run by :func:`check_component` (see :func:`runtime_check`)
+RUNTIME_CHECKS: dict[str, list[RuntimeCheck]] = {k: [] for k in KINDS}
+
+
+class ContractError(AssertionError):
+    """A component breaks the component contract."""
+
+
+def runtime_check(kind: str) -> Callable[[RuntimeCheck], RuntimeCheck]:
+    """Decorator adding a runtime contract check for components of ``kind``."""
+    if kind not in RUNTIME_CHECKS:
+        raise ValueError(f"unknown kind '{kind}': one of {', '.join(KINDS)}")
+
+    def add(check: RuntimeCheck) -> RuntimeCheck:
+        RUNTIME_CHECKS[kind].append(check)
+        return check
+
+    return add
+
+
+def _fail(cls: type, message: str) -> None:
+    raise ContractError(f"{getattr(cls, '__qualname__', cls)}: {message}")
+
+
+def check_component_class(cls: type[Component], require_help: bool = True) -> None:
+    """Static contract of a component class.
+
+    - a subclass of one of ``Dataset``, ``Selector``, ``Method``, ``ModelPreset``, ``Metric``;
+    - a ``name`` (letters, digits, ``-``, ``_``, ``.``) and a one-line description (docstring's first line);
+    - implements its kind's one method (``load``, ``select``, ``unlearn``, ``load``, ``compute``);
+    - ``Options`` is a subclass of ``unlearnctl.Options`` that forbids unknown keys;
+    - every default validates, and the defaults alone build the options when no option is required;
+    - the options render (``unlearnctl show``), each with help text (``Field(description=...)``)
+      unless ``require_help=False``;
+    - an unknown key is rejected with an ``OptionError`` naming it.
+    """
+    from ..registry import NAME_PATTERN
+
+    if not isinstance(cls, type) or not issubclass(cls, Component):
+        _fail(cls, "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset or Metric)")
+    kind = getattr(cls, "kind", None)
+    if kind not in BASE_FOR_KIND or not issubclass(cls, BASE_FOR_KIND[kind]):
+        _fail(cls, f"has no valid kind ({kind!r}): subclass one of the component base classes")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        _fail(cls, f"needs a class attribute `name` of letters, digits, '-', '_', '.' (got {name!r})")
+    if not (cls.__dict__.get("__doc__") or "").strip() or not cls.description():
+        # its own docstring: an inherited one would describe the parent
+        _fail(cls, "needs a docstring whose first line describes it (shown by `unlearnctl list`)")
+    method = REQUIRED_METHOD[kind]
+    if getattr(cls, method) is getattr(BASE_FOR_KIND[kind], method):
+        _fail(cls, f"must implement `{method}` (a {kind} does its work there)")
+
+    # options model
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, Options)):
+        _fail(cls, "`Options` must subclass unlearnctl.Options (nested pydantic model)")
+    if options.model_config.get("extra") != "forbid":
+        _fail(cls, "`Options` must forbid unknown keys (extra='forbid', inherited from unlearnctl.Options)")
+    rows = options_table(cls)
+    defaults = {}
+    for key, field in option_keys(cls).items():
+        required, default = field_default(field)
+        if not required:
+            defaults[key] = default
+    try:
+        options.model_validate(defaults)
+    except ValidationError as exc:
+        bad = [e for e in exc.errors(include_url=False) if e["type"] != "missing"]
+        if bad:
+            where = ".".join(str(p) for p in bad[0]["loc"])
+            _fail(cls, f"the default of option '{where}' does not validate: {bad[0]['msg']}")
+    if require_help:
+        missing = [r["name"] for r in rows if not r["help"]]
+        if missing:
+            _fail(cls, f"options without help text: {', '.join(missing)} (use Field(description=...))")
+    for row in rows:
+        if not row["type"]:
+            _fail(cls, f"option '{row['name']}' has no readable type")
+
+    # unknown keys are rejected by name
+    bogus = "__not_an_option__"
+    try:
+        resolve_options(cls, sets={bogus: 1})
+    except OptionError as exc:
+        if bogus not in str(exc):
+            _fail(cls, f"the error for an unknown option does not name it: {exc}")
+    else:
+        _fail(cls, "accepts an unknown option key")
+
+    # with no required option, the component builds from its defaults
+    if not any(r["required"] for r in rows):
+        try:
+            cls(cls.Options())
+        except Exception as exc:
+            _fail(cls, f"cannot be created with its default options: {type(exc).__name__}: {exc}")
+
+
+def check_component(cls: type[Component], require_help: bool = True) -> None:
+    """:func:`check_component_class`, then every runtime check registered for its kind."""
+    check_component_class(cls, require_help=require_help)
+    for check in RUNTIME_CHECKS.get(getattr(cls, "kind", ""), []):
+        check(cls)
+
+
+def registered_components(kind: str | None = None, provider: str | None = None) -> list[Any]:
+    """The registry's :class:`~unlearnctl.registry.ComponentInfo` objects, to parametrise a test over.
+
+    :param kind: only this kind (singular or plural).
+    :param provider: only the components of this plugin (e.g. your entry-point name).
+    """
+    from ..registry import get_registry, normalize_kind
+
+    registry = get_registry()
+    kinds = [normalize_kind(kind)] if kind else list(KINDS)
+    infos = [info for k in kinds for info in registry.all(k)]
+    return [i for i in infos if provider is None or i.provider == provider]
+
+
+def component_id(info: Any) -> str:
+    """A readable pytest id: ``method:erasediff``."""
+    return f"{info.kind}:{info.name}"

@@ -1,0 +1,304 @@
+"""Plugin discovery through entry points, isolation of broken plugins, disabling, duplicates."""
+
+from __future__ import annotations
+
+import pytest
+
+import unlearnctl.plugins as plugins_mod
+from unlearnctl.builtin import BUILTIN_PLUGINS
+from unlearnctl.errors import DuplicateComponentError
+from unlearnctl.plugins import build_plugin_manager, builtin_plugin_name
+from unlearnctl.registry import build_registry
+
+
+def _failure(registry_or_list, name):
+    failures = getattr(registry_or_list, "failures", registry_or_list)
+    matches = [f for f in failures if f.name == name]
+    assert matches, f"no failure for {name!r} in {failures}"
+    return matches[0]
+
+
+def test_entry_point_plugin_is_discovered_with_provider_and_version(fake_plugins):
+    module = fake_plugins.selectors("acme", "acme-half", version="2.3.4")
+    registry = build_registry()
+    info = registry.get("selector", "acme-half")
+    assert (info.provider, info.provider_version) == ("acme", "2.3.4")
+    assert info.description == "Fake selector acme-half for tests."
+    plugin = next(p for p in registry.plugins if p.name == "acme")
+    assert (plugin.version, plugin.module, plugin.builtin) == ("2.3.4", module, False)
+    assert registry.provided_by("acme") == {"selector": ["acme-half"]}
+
+
+def test_builtin_plugins_register_through_the_same_hooks(fake_plugins, monkeypatch):
+    # A built-in plugin is just a module with hook implementations, registered under builtin.<name>.
+    module = fake_plugins.add(
+        "not-an-entry-point",
+        '''
+        import unlearnctl
+
+        class Everything(unlearnctl.Selector):
+            """Forget everything."""
+            name = "everything"
+            def select(self, data):
+                return set(data.ids)
+
+        @unlearnctl.hookimpl
+        def register_selectors(register):
+            register(Everything)
+        ''',
+    )
+    # keep it off the entry-point path: only the built-in list names it
+    (fake_plugins.site / "fake_not_an_entry_point-1.0.0.dist-info" / "entry_points.txt").write_text("")
+    monkeypatch.setattr(plugins_mod, "BUILTIN_PLUGINS", (module,))
+    registry = build_registry()
+    name = builtin_plugin_name(module)
+    assert name == "builtin." + module
+    info = registry.get("selectors", "everything")
+    assert info.provider == name
+    assert [p.builtin for p in registry.plugins if p.name == name] == [True]
+
+
+def test_every_builtin_module_is_loaded_or_reported():
+    pm, plugins, failures = build_plugin_manager()
+    names = {p.name for p in plugins} | {f.name for f in failures}
+    assert {builtin_plugin_name(m) for m in BUILTIN_PLUGINS} <= names
+    for p in plugins:
+        assert pm.get_plugin(p.name) is not None
+
+
+def test_builtin_plugins_load_and_register_without_failure():
+    registry = build_registry()
+    broken = [f for f in registry.failures if f.name.startswith("builtin.")]
+    assert broken == []
+
+
+def test_import_error_is_reported_and_the_rest_keep_working(fake_plugins):
+    fake_plugins.add("broken", "import does_not_exist_anywhere\n")
+    fake_plugins.selectors("fine", "fine-one")
+    registry = build_registry()
+    failure = _failure(registry, "broken")
+    assert failure.stage == "import"
+    assert failure.error == "ModuleNotFoundError: No module named 'does_not_exist_anywhere'"
+    assert registry.get("selector", "fine-one").provider == "fine"
+    assert "broken" not in [p.name for p in registry.plugins]
+
+
+def test_register_error_is_isolated_per_plugin(fake_plugins):
+    fake_plugins.add(
+        "half",
+        '''
+        import unlearnctl
+
+        class Good(unlearnctl.Method):
+            """Would be fine on its own."""
+            name = "half-good"
+            def unlearn(self, run):
+                pass
+
+        @unlearnctl.hookimpl
+        def register_methods(register):
+            register(Good)
+
+        @unlearnctl.hookimpl
+        def register_metrics(register):
+            raise RuntimeError("metric backend missing")
+
+        @unlearnctl.hookimpl
+        def step_logged(run, step, values):
+            raise AssertionError("a failed plugin must not receive lifecycle hooks")
+        ''',
+    )
+    fake_plugins.selectors("fine", "fine-two")
+    registry = build_registry()
+    failure = _failure(registry, "half")
+    assert (failure.stage, failure.error) == ("register", "RuntimeError: metric backend missing")
+    # nothing of a failed plugin remains: not the components it registered before failing...
+    assert "half-good" not in registry.names("methods")
+    # ...nor its lifecycle hooks
+    registry.hook.step_logged(run=object(), step=1, values={})
+    assert "fine-two" in registry.names("selectors")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("register(int)", "not a subclass of unlearnctl.Selector"),
+        ("register('classes')", "not a class"),
+        ("register(NoName)", "has no valid `name`"),
+        ("register(BadName)", "has no valid `name` (got 'bad:name')"),
+        ("register(Dup); register(Dup)", "registers selector 'dup' twice"),
+    ],
+)
+def test_registering_something_wrong_is_a_register_failure(fake_plugins, body, expected):
+    fake_plugins.add(
+        "sloppy",
+        f'''
+        import unlearnctl
+
+        class NoName(unlearnctl.Selector):
+            """No name."""
+
+        class BadName(unlearnctl.Selector):
+            """Bad name."""
+            name = "bad:name"
+
+        class Dup(unlearnctl.Selector):
+            """Registered twice."""
+            name = "dup"
+
+        @unlearnctl.hookimpl
+        def register_selectors(register):
+            {body}
+        ''',
+    )
+    failure = _failure(build_registry(), "sloppy")
+    assert failure.stage == "register"
+    assert expected in failure.error
+
+
+def test_misspelt_hook_is_reported_with_a_suggestion(fake_plugins):
+    fake_plugins.add(
+        "typo",
+        '''
+        import unlearnctl
+
+        class Fine(unlearnctl.Selector):
+            """Fine."""
+            name = "typo-fine"
+            def select(self, data):
+                return set()
+
+        @unlearnctl.hookimpl
+        def register_selectors(register):
+            register(Fine)
+
+        @unlearnctl.hookimpl
+        def register_method(register):
+            pass
+        ''',
+    )
+    registry = build_registry()
+    failure = _failure(registry, "typo")
+    assert failure.stage == "register"
+    assert "unknown hook 'register_method' (did you mean 'register_methods'?)" in failure.error
+    assert "typo-fine" not in registry.names("selectors")
+    registry.pm.check_pending()  # nothing pending is left behind
+
+
+def test_hook_with_an_argument_the_spec_lacks_is_a_register_failure(fake_plugins):
+    fake_plugins.add(
+        "badargs",
+        """
+        import unlearnctl
+
+        @unlearnctl.hookimpl
+        def register_selectors(register, colour):
+            pass
+        """,
+    )
+    failure = _failure(build_registry(), "badargs")
+    assert failure.stage == "register"
+    assert failure.error.startswith("PluginValidationError:")
+    assert "colour" in failure.error
+
+
+def test_disable_variable_skips_plugins_by_name(fake_plugins, monkeypatch):
+    fake_plugins.selectors("one", "one-sel")
+    fake_plugins.selectors("two", "two-sel")
+    fake_plugins.add("crashy", "raise SystemError('boom')\n")
+    monkeypatch.setenv("UNLEARNCTL_DISABLE_PLUGINS", " one, crashy ,builtin.selectors")
+    registry = build_registry()
+    plugin_names = [p.name for p in registry.plugins]
+    assert "one" not in plugin_names and "builtin.selectors" not in plugin_names
+    assert "two" in plugin_names
+    assert registry.names("selectors") == ["two-sel"]
+    # a disabled plugin is not even imported, so its import error is not reported
+    assert "crashy" not in [f.name for f in registry.failures]
+
+
+def test_disable_argument_overrides_the_variable(fake_plugins, monkeypatch):
+    fake_plugins.selectors("one", "one-sel")
+    monkeypatch.setenv("UNLEARNCTL_DISABLE_PLUGINS", "one")
+    assert "one-sel" in build_registry(disable=[]).names("selectors")
+    assert "one-sel" not in build_registry(disable=["one"]).names("selectors")
+
+
+def test_duplicate_names_are_an_error_naming_both_providers(fake_plugins):
+    fake_plugins.selectors("alpha", "same-name")
+    fake_plugins.selectors("beta", "same-name")
+    with pytest.raises(DuplicateComponentError) as info:
+        build_registry()
+    message = str(info.value)
+    assert "selector 'same-name' is provided by two plugins: 'alpha'" in message
+    assert "and 'beta'" in message
+    assert "UNLEARNCTL_DISABLE_PLUGINS=beta" in message
+    assert info.value.exit_code == 2
+
+
+def test_same_name_in_different_kinds_is_fine(fake_plugins):
+    fake_plugins.selectors("alpha", "shared")
+    fake_plugins.add(
+        "beta",
+        '''
+        import unlearnctl
+
+        class Shared(unlearnctl.Metric):
+            """A metric that shares a selector's name."""
+            name = "shared"
+            def compute(self, ctx):
+                return {}
+
+        @unlearnctl.hookimpl
+        def register_metrics(register):
+            register(Shared)
+        ''',
+    )
+    registry = build_registry()
+    assert registry.get("selector", "shared").provider == "alpha"
+    assert registry.get("metric", "shared").provider == "beta"
+
+
+def test_lifecycle_hooks_reach_plugins(fake_plugins):
+    module = fake_plugins.add(
+        "tracker",
+        """
+        import unlearnctl
+
+        CALLS = []
+
+        @unlearnctl.hookimpl
+        def run_started(run):
+            CALLS.append(("started", run))
+
+        @unlearnctl.hookimpl
+        def step_logged(step, values):   # fewer arguments than the spec is allowed
+            CALLS.append(("step", step, values["loss"]))
+        """,
+    )
+    registry = build_registry()
+    run = object()
+    registry.hook.run_started(run=run)
+    registry.hook.step_logged(run=run, step=3, values={"loss": 0.25})
+    registry.hook.run_finished(run=run, result=None)
+    import sys
+
+    assert [("started", run), ("step", 3, 0.25)] == sys.modules[module].CALLS
+
+
+def test_docs_hook_reference_matches_the_hookspecs(repo_root):
+    from unlearnctl import hookspecs
+    from unlearnctl.plugins import HOOK_DOCS_END, HOOK_DOCS_START, hook_reference_markdown
+
+    text = (repo_root / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = text[text.index(HOOK_DOCS_START) + len(HOOK_DOCS_START) : text.index(HOOK_DOCS_END)]
+    assert section.strip() == hook_reference_markdown().strip(), "run: python -m unlearnctl.plugins docs/plugins.md"
+    for name in ("register_datasets", "register_methods", "step_logged", "run_finished"):
+        assert f"### `{name}(" in section
+        assert (
+            getattr(hookspecs, name)
+            .__doc__.strip()
+            .splitlines()[0]
+            .replace("``", "`")
+            .replace(":class:`unlearnctl.", "`unlearnctl.")
+            in section
+        )
