@@ -52,78 +52,128 @@ class _Model(BaseModel):
 class ComponentConfig(_Model):
     """One component with its fully resolved options (defaults included)."""
 
-    name: str
-    provider: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="registered component name")
+    provider: str | None = Field(None, description="plugin that provides it (builtin.<module> for built-ins)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="every option with its resolved value, defaults included (by key)"
+    )
 
 
 class SelectorConfig(ComponentConfig):
+    """One forget-set selector as run (``--classes 2`` is the ``classes`` selector with argument ``2``)."""
+
     argument: str | None = Field(None, description="the text after NAME: on the command line")
 
 
 class Environment(_Model):
-    python: str
-    platform: str
-    packages: dict[str, str | None]
+    """Everything about the process that can move results."""
+
+    python: str = Field(description="Python version")
+    platform: str = Field(description="platform.platform()")
+    packages: dict[str, str | None] = Field(
+        description="versions of unlearnctl, torch (the build imported), diffusers and other key packages"
+    )
     git_commit: str | None = Field(None, description="commit of the unlearnctl source tree, when it is a git checkout")
-    git_dirty: bool | None = None
-    device_requested: str
+    git_dirty: bool | None = Field(None, description="uncommitted changes to tracked files of that checkout")
+    device_requested: str = Field(description="--device as given (auto, cpu, cuda, cuda:N, mps)")
     device: str = Field(description="resolved device type: cpu, cuda or mps")
-    device_name: str | None = None
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    cuda_version: str | None = None
-    cudnn_version: int | None = None
-    deterministic_algorithms: bool
-    cudnn_deterministic: bool
-    cudnn_benchmark: bool
-    num_threads: int
-    env: dict[str, str] = Field(default_factory=dict, description="environment variables that move results")
+    device_name: str | None = Field(None, description="GPU name, or the CPU's processor string")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="--precision (bf16/fp16: autocast)")
+    cuda_version: str | None = Field(None, description="CUDA version torch was built with (CUDA runs)")
+    cudnn_version: int | None = Field(None, description="cuDNN version (CUDA runs)")
+    deterministic_algorithms: bool = Field(description="torch.are_deterministic_algorithms_enabled()")
+    cudnn_deterministic: bool = Field(description="torch.backends.cudnn.deterministic")
+    cudnn_benchmark: bool = Field(description="torch.backends.cudnn.benchmark")
+    num_threads: int = Field(description="torch.get_num_threads() (CPU results can depend on it)")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables that move results, if set")
 
 
 class DatasetRecord(_Model):
-    name: str
-    version: str
-    split: str
-    size: int
-    fingerprint: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    data_dir: str | None = None
+    """The dataset the forget and remaining sets come from."""
+
+    name: str = Field(description="registered dataset name")
+    version: str = Field(description="the dataset's version string")
+    split: str = Field(description="the split the forget and remaining sets come from")
+    size: int = Field(description="number of items in that split")
+    fingerprint: str = Field(description="the dataset's content fingerprint (sha256 over ids and pixels)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the dataset component's resolved options")
+    provider: str | None = Field(None, description="plugin that provides the dataset")
+    data_dir: str | None = Field(None, description="folder the data was read from, when not the default")
 
 
 class ForgetSetRecord(_Model):
-    selectors: list[SelectorConfig]
-    size: int
-    fingerprint: str = Field(description="sha256 of the sorted forget ids, one per line")
-    remain_size: int
+    """What was forgotten: enough to audit it and to rebuild it exactly."""
+
+    selectors: list[SelectorConfig] = Field(description="the selectors whose union is the forget set")
+    size: int = Field(description="number of items forgotten")
+    fingerprint: str = Field(description="sha256 of the sorted forget ids joined by newlines (data.ids_fingerprint)")
+    remain_size: int = Field(description="number of items in the remaining set")
     forget_classes: list[int] = Field(default_factory=list, description="classes forgotten whole")
 
 
 class WeightsRecord(_Model):
+    """Input and output weights. ``*_sha256`` of weights is ``models.state_sha256``: sha256 over the UNet's
+    state dict in memory (float32, CPU), tensors in sorted name order, each as name, dtype, shape, then
+    its raw bytes -- independent of file format and of safetensors metadata."""
+
     model: str = Field(description="--model as given: preset name, folder or run folder")
-    input_sha256: str | None = Field(None, description="sha256 of the input weights (see docs/manifest.md)")
-    output_sha256: str | None = None
-    saved_weights: Literal["ema", "raw"] = "raw"
+    model_path: str | None = Field(None, description="absolute folder the input weights were read from")
+    preset: ComponentConfig | None = Field(None, description="the model preset with its resolved options, if any")
+    input_sha256: str | None = Field(None, description="state_sha256 of the input UNet weights")
+    output_sha256: str | None = Field(None, description="state_sha256 of the saved (output) UNet weights")
+    output_files_sha256: str | None = Field(
+        None,
+        description="models.folder_sha256 of model/: sha256 over sorted (relative path, file sha256) of its "
+        "*.safetensors files",
+    )
+    saved_weights: Literal["ema", "raw"] = Field(
+        "raw", description="whether model/ holds the EMA of the weights or the raw optimised weights"
+    )
+
+
+class SamplesRecord(_Model):
+    """The before/after sample grids in ``samples/`` (same initial noise before and after)."""
+
+    files: dict[str, str] = Field(description="grid name -> path relative to the run folder")
+    forgotten_classes: list[int] = Field(default_factory=list, description="rows of the forgotten-* grids")
+    kept_classes: list[int] = Field(default_factory=list, description="rows of the kept-* grids")
+    per_class: int = Field(description="images per class (columns)")
+    seed: int = Field(description="seed of the sampling generator")
+    sampler: dict[str, Any] = Field(description="resolved sampler settings (sampling.SampleOptions)")
+
+
+class ReplayRecord(_Model):
+    """Set when the run is a ``replay`` of another run."""
+
+    manifest: str = Field(description="path of the replayed manifest")
+    output_sha256: str | None = Field(None, description="the replayed run's output_sha256")
+    verified: bool | None = Field(None, description="True/False: --verify compared the output; None: not asked")
 
 
 class Manifest(_Model):
     """What a run did, with what, on what, and what came out."""
 
-    schema_version: int = SCHEMA_VERSION
-    kind: Literal["forget", "train"]
+    schema_version: int = Field(SCHEMA_VERSION, description="version of this schema")
+    kind: Literal["forget", "train"] = Field(description="the command that wrote the run")
     command: list[str] = Field(description="the command line, argv[0] excluded")
-    seed: int
-    method: ComponentConfig | None = None
+    seed: int = Field(description="--seed")
+    seeds: dict[str, int] = Field(
+        default_factory=dict, description="seed of each random stream, derived from `seed` (runner.stream_seed)"
+    )
+    method: ComponentConfig | None = Field(None, description="the method with its fully resolved options")
     runner: dict[str, Any] = Field(default_factory=dict, description="resolved runner settings (steps, batches...)")
-    dataset: DatasetRecord
-    forget: ForgetSetRecord | None = None
-    weights: WeightsRecord
-    environment: Environment
-    started_at: datetime
-    finished_at: datetime
-    wall_time_s: float
-    optimizer_steps: int
-    final_losses: dict[str, float] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict)
+    dataset: DatasetRecord = Field(description="the dataset")
+    forget: ForgetSetRecord | None = Field(None, description="the forget set (forget runs)")
+    weights: WeightsRecord = Field(description="input and output weights and their hashes")
+    environment: Environment = Field(description="the software and hardware the run used")
+    started_at: datetime = Field(description="UTC start time")
+    finished_at: datetime = Field(description="UTC end time (before the manifest was written)")
+    wall_time_s: float = Field(description="wall-clock seconds of the whole run, sample grids included")
+    optimizer_steps: int = Field(description="optimizer steps taken on the model")
+    final_losses: dict[str, float] = Field(default_factory=dict, description="the last logged values")
+    samples: SamplesRecord | None = Field(None, description="the before/after sample grids")
+    replay_of: ReplayRecord | None = Field(None, description="set when this run is a replay of another")
+    extra: dict[str, Any] = Field(default_factory=dict, description="anything else a command or plugin records")
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_FILE
@@ -155,7 +205,70 @@ def read_manifest(path: Path) -> Manifest:
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    return Manifest.model_json_schema()
+    """The JSON schema of ``manifest.json`` (published as ``docs/manifest.schema.json``)."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def render_schema_json() -> str:
+    """The text of ``docs/manifest.schema.json``."""
+    return json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _schema_type(prop: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        name = prop["$ref"].rsplit("/", 1)[-1]
+        return f"[{name}](#{name.lower()})"
+    if "anyOf" in prop:
+        return " \\| ".join(_schema_type(p) for p in prop["anyOf"])
+    if "enum" in prop:
+        return " \\| ".join(json.dumps(v) for v in prop["enum"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    kind = prop.get("type", "any")
+    if "format" in prop:
+        return f"{kind} ({prop['format']})"
+    if kind == "array":
+        return f"list of {_schema_type(prop.get('items', {}))}"
+    if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
+        return f"map of {_schema_type(prop['additionalProperties'])}"
+    return {"object": "map", "null": "null"}.get(kind, kind) if isinstance(kind, str) else str(kind)
+
+
+def render_fields_markdown() -> str:
+    """Field tables of every model in the schema (the generated part of ``docs/manifest.md``)."""
+    schema = manifest_json_schema()
+    models = [("Manifest", schema), *sorted(schema.get("$defs", {}).items())]
+    parts = []
+    for name, model in models:
+        parts.append(f"### {name}\n")
+        doc = " ".join((model.get("description") or "").split())
+        if doc:
+            parts.append(f"{doc}\n")
+        parts.append("| field | type | required | description |\n| --- | --- | --- | --- |")
+        required = set(model.get("required", []))
+        for field, prop in model.get("properties", {}).items():
+            desc = " ".join((prop.get("description") or "").split()).replace("|", "\\|")
+            req = "yes" if field in required else "no"
+            parts.append(f"| `{field}` | {_schema_type(prop)} | {req} | {desc} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+FIELDS_START = "<!-- fields:start (generated by bench/gen_schema.py; do not edit by hand) -->"
+FIELDS_END = "<!-- fields:end -->"
+
+
+def render_manifest_doc(current: str) -> str:
+    """``docs/manifest.md`` with its generated field tables replaced by the current ones."""
+    head, sep, rest = current.partition(FIELDS_START)
+    if not sep:
+        raise ValueError(f"docs/manifest.md has no '{FIELDS_START}' marker")
+    _, sep, tail = rest.partition(FIELDS_END)
+    if not sep:
+        raise ValueError(f"docs/manifest.md has no '{FIELDS_END}' marker")
+    return f"{head}{FIELDS_START}\n\n{render_fields_markdown()}\n{FIELDS_END}{tail}"
 
 
 def _package_versions() -> dict[str, str | None]:
@@ -165,6 +278,7 @@ def _package_versions() -> dict[str, str | None]:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = None
+    out["torch"] = torch.__version__  # the build actually imported, e.g. 2.14.1+cu130
     return out
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from unlearnctl import Dataset, ImageSet, Options, TensorImageSet, UsageError, hookimpl
-from pydantic import Field
 
 #: How often one item in each class goes to the test split: positions k % TEST_EVERY == TEST_EVERY - 1.
 TEST_EVERY = 6
@@ -23,7 +23,7 @@ def digits_split_indices(targets: list[int], split: Literal["train", "test"]) ->
 
     The split is stratified and needs no random numbers: within each class, taken in scikit-learn's
     order, every sixth item (positions 5, 11, 17, ...) is a test item, the rest train items. That gives
-    1,498 train and 299 test images, about 150 / 30 per class, identical on every machine and version.
+    1,501 train and 296 test images (about 150 / 30 per class), identical on every machine and version.
     """
     seen: dict[int, int] = {}
     train, test = [], []
@@ -35,7 +35,7 @@ def digits_split_indices(targets: list[int], split: Literal["train", "test"]) ->
 
 
 class Digits(Dataset):
-    """Handwritten digits 0-9 from scikit-learn (8x8 grey, offline), stratified 1,498 train / 299 test.
+    """Handwritten digits 0-9 from scikit-learn (8x8 grey, offline), stratified 1,501 train / 296 test.
 
     Items have ids ``digits-0000`` .. ``digits-1796`` (their index in scikit-learn's ``load_digits``
     order, the same in both splits), metadata ``{"label": digit}`` and class names ``"0"`` .. ``"9"``.

@@ -1,3 +1,44 @@
-"""Built-in components of this kind, registered through the public hooks like any plugin's (stub)."""
+"""Built-in model presets, registered through the public ``register_models`` hook like any plugin's.
+
+``ddpm-digits`` ships inside the package (``unlearnctl/assets/ddpm-digits/``): a flat diffusers
+folder, its judge classifier in ``judge/`` and the ``manifest.json`` of the ``unlearnctl train`` run
+that made it (see docs/digits.md and bench/train_digits.sh).
+"""
 
 from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from unlearnctl import DiffusionModel, ModelNotAvailableError, ModelPreset, Options, hookimpl, load_model_folder
+
+
+def asset_folder(name: str) -> Path:
+    """The folder of a model shipped inside the package (``unlearnctl/assets/<name>``)."""
+    return Path(str(files("unlearnctl") / "assets" / name))
+
+
+class DdpmDigits(ModelPreset):
+    """Class-conditional DDPM for 8x8 digits (0.8 M parameters), trained by unlearnctl; ships offline."""
+
+    name = "ddpm-digits"
+    default_dataset = "digits"
+
+    class Options(Options):
+        pass
+
+    def load(self) -> DiffusionModel:
+        folder = asset_folder(self.name)
+        if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+            raise ModelNotAvailableError(
+                f"the built-in model files are missing from '{folder}': reinstall unlearnctl, or rebuild them with "
+                "bench/train_digits.sh"
+            )
+        model = load_model_folder(folder, source=self.name)
+        model.default_dataset = model.default_dataset or self.default_dataset
+        return model
+
+
+@hookimpl
+def register_models(register) -> None:
+    register(DdpmDigits)

@@ -1,9 +1,114 @@
-"""CLI command module (stub: filled in by the issue that owns it)."""
+"""``unlearnctl compare RUN RUN ...``: one table of runs side by side and a forgetting-vs-FID plot."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import JsonFlag, console, handle_errors, load_registry, print_json, print_warning
+
+DEFAULT_PLOT = Path("compare.png")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+
+
+def render(rows: list[dict[str, Any]], references: list[dict[str, Any]]) -> Table:
+    """Runs as rows; the method's non-default options under its name. ``recog.``: share of samples of
+    the forgotten classes the judge still recognises (UA = 1 - recog.); ``kept``: mean recognition of
+    the kept classes; ``MIA``: membership-inference AUC on the forget set (0.5 = as unseen)."""
+    forgot = sorted({",".join(str(c) for c in r["forget_classes"]) for r in rows})
+    table = Table(
+        title=f"forgetting vs. utility - forgotten classes: {' / '.join(forgot) or '-'}",
+        title_justify="left",
+        caption="recog.: forgotten-class samples still recognised (UA = 1 - recog.); kept: kept classes "
+        "recognised; FID: kept classes; MIA: membership AUC (0.5 = unseen)",
+        caption_justify="left",
+    )
+    table.add_column("run", overflow="fold", ratio=1)
+    table.add_column("method / options", overflow="fold", ratio=2)
+    for name in ("recog.", "kept", "FID", "MIA", "time s", "steps"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for ref in references:
+        table.add_row(
+            escape(ref["name"]),
+            "(reference)",
+            _num(ref["recognition_rate"], 2),
+            _num(ref["kept_rate"], 2),
+            _num(ref["fid"], 2),
+            _num(ref["mia_auc"], 2),
+            "",
+            "",
+            style="dim",
+        )
+    for row in rows:
+        opts = _options_text(row["key_options"])
+        table.add_row(
+            escape(row["name"]),
+            escape(row["method"]) + (f"\n[dim]{escape(opts)}[/]" if opts != "-" else ""),
+            _num(row["recognition_rate"], 2),
+            _num(row["kept_rate"], 2),
+            _num(row["fid"], 2),
+            _num(row["mia_auc"], 2),
+            f"{row['wall_time_s']:.1f}",
+            str(row["optimizer_steps"]),
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``unlearnctl`` app."""
+    """Add ``compare`` to the ``unlearnctl`` app."""
+
+    @app.command("compare")
+    @handle_errors
+    def compare_command(
+        runs: Annotated[
+            list[Path],
+            typer.Argument(
+                metavar="RUN...", help="Run folders, each evaluated with `unlearnctl eval RUN`.", show_default=False
+            ),
+        ],
+        plot: Annotated[
+            Path,
+            typer.Option("--plot", help="Where to write the trade-off plot (PNG)."),
+        ] = DEFAULT_PLOT,
+        no_plot: Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing plot file.")] = False,
+        json_output: JsonFlag = False,
+    ) -> None:
+        """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps) and a
+        trade-off plot: forgotten-class recognition rate against FID of the kept classes, one point per run
+        plus the base model."""
+        from ..errors import UsageError
+        from ..evaluate import compare, trade_off_plot
+
+        if not no_plot and plot.exists() and not overwrite:
+            raise UsageError(f"'{plot}' already exists: pass --overwrite to replace it, or choose another --plot")
+        result = compare(runs, load_registry())
+        plot_path = None if no_plot else trade_off_plot(result, plot, overwrite=overwrite)
+        if json_output:
+            print_json(
+                {
+                    "runs": result.rows,
+                    "references": result.references,
+                    "warnings": result.warnings,
+                    "plot": str(plot_path) if plot_path else None,
+                }
+            )
+            return
+        for warning in result.warnings:
+            print_warning(warning)
+        console.print(render(result.rows, result.references))
+        if plot_path is not None:
+            console.print(f"wrote {escape(str(plot_path))}")

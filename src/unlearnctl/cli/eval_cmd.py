@@ -1,9 +1,289 @@
-"""CLI command module (stub: filled in by the issue that owns it)."""
+"""``unlearnctl eval RUN_OR_MODEL``: forgetting and utility metrics, before vs. after, side by side."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json, print_warning
+
+#: must equal ``unlearnctl.evaluate.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
+DEFAULT_SAMPLES_PER_CLASS = 50
+
+#: table rows: (metric, key) in order, with a readable label; other numeric top-level keys follow
+HEADLINES: dict[str, list[tuple[str, str]]] = {
+    "forgetting": [
+        ("recognition_rate", "forgotten classes recognised"),
+        ("ua", "UA (1 - recognised)"),
+        ("mean_p_forgotten", "mean p(forgotten class)"),
+        ("mean_entropy", "mean predictive entropy (nats)"),
+    ],
+    "kept": [
+        ("mean_rate", "kept classes recognised (mean)"),
+        ("min_rate", "kept classes recognised (worst)"),
+        ("share", "samples assigned to kept classes"),
+    ],
+    "fidelity": [
+        ("fid", "FID, kept classes"),
+        ("kid_mean", "KID, kept classes"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+    ],
+    "membership": [
+        ("auc", "membership-inference AUC (0.5 = unseen)"),
+        ("tpr_at_fpr", "MIA true-positive rate at low FPR"),
+    ],
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return escape(str(value))
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.4g}"
+
+
+def _fmt_delta(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.3f}" if abs(value) < 1000 else f"{value:+.4g}"
+
+
+def table_rows(payload: dict[str, Any]) -> list[tuple[str, str, Any, Any, Any]]:
+    """(metric, label, reference value, model value, delta) for every headline number."""
+    results = payload.get("results", {})
+    model = results.get("model", {})
+    reference = results.get("reference", {})
+    delta = payload.get("delta", {})
+    rows = []
+    for metric, values in model.items():
+        if not isinstance(values, dict):
+            continue
+        if "skipped" in values:
+            rows.append((metric, f"skipped: {values['skipped']}", None, None, None))
+            continue
+        known = HEADLINES.get(metric)
+        keys = known or [(k, k) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        for key, label in keys:
+            if key not in values:
+                continue
+            ref = reference.get(metric, {}).get(key) if isinstance(reference.get(metric), dict) else None
+            rows.append((metric, label, ref, values[key], delta.get(f"{metric}.{key}")))
+    return rows
+
+
+def render(payload: dict[str, Any]) -> Table:
+    has_ref = payload.get("reference") is not None
+    proto = payload["protocol"]
+    title = (
+        f"{escape(payload['model']['spec'])}"
+        + (f" vs. {escape(payload['reference']['spec'])}" if has_ref else "")
+        + f" - forgotten classes {proto['forget_classes']}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("")
+    if has_ref:
+        table.add_column("base (reference)", justify="right")
+    table.add_column("unlearned" if has_ref else "model", justify="right")
+    if has_ref:
+        table.add_column("delta", justify="right")
+    last = None
+    for metric, label, ref, value, delta in table_rows(payload):
+        name = metric if metric != last else ""
+        last = metric
+        if has_ref:
+            table.add_row(name, label, _fmt(ref), _fmt(value), _fmt_delta(delta))
+        else:
+            table.add_row(name, label, _fmt(value))
+    return table
+
+
+def protocol_line(payload: dict[str, Any]) -> str:
+    p = payload["protocol"]
+    fe = p.get("feature_extractor") or {}
+    parts = [
+        f"{p['sampler']} {p['steps']} steps, eta {p['eta']}, guidance {p['guidance']}",
+        f"{p['samples_per_class']} samples/class, seed {p['seed']}",
+        f"device {p['device']}" + (f", CPU threads {p['cpu_threads']}" if p["device"] == "cpu" else ""),
+        f"weights: {payload['model']['weights']}"
+        + (f" vs. {payload['reference']['weights']}" if payload.get("reference") else ""),
+    ]
+    if fe:
+        parts.append(f"FID features: {fe.get('kind')}" + (f" (sha256 {fe['sha256']})" if fe.get("sha256") else ""))
+    ref_set = p.get("reference_set")
+    if ref_set:
+        parts.append(
+            f"real set: {ref_set['dataset']}/{ref_set['split']} classes {ref_set['classes']} ({ref_set['size']})"
+        )
+    return "; ".join(parts)
+
+
+def cost_line(payload: dict[str, Any]) -> str:
+    parts = []
+    for role, cost in payload.get("sampling", {}).items():
+        name = "unlearned" if role == "model" and payload.get("reference") else role
+        parts.append(
+            f"{name}: {cost['images']} images in {cost['seconds']:.1f} s "
+            f"({cost['unet_forward_calls']} UNet calls, {cost['unet_image_evaluations']} image evaluations)"
+        )
+    return "sampling " + "; ".join(parts) + f"; total {payload['wall_time_s']:.1f} s"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``unlearnctl`` app."""
+    """Add ``eval`` to the ``unlearnctl`` app."""
+
+    @app.command("eval")
+    @handle_errors
+    def eval_command(
+        target: Annotated[
+            str,
+            typer.Argument(
+                metavar="RUN_OR_MODEL",
+                help="A run folder (its unlearned model, evaluated against the base model in its manifest), "
+                "or a model: registered name or diffusers folder (then pass --classes).",
+                show_default=False,
+            ),
+        ],
+        against: Annotated[
+            str | None,
+            typer.Option(
+                "--against", help="Reference model to compare with (default: the run's base model).", show_default=False
+            ),
+        ] = None,
+        num_samples: Annotated[
+            int | None,
+            typer.Option(
+                "--num-samples",
+                "-n",
+                help="Samples per class (unconditional models: times the number "
+                f"of classes). Default {DEFAULT_SAMPLES_PER_CLASS}.",
+                show_default=False,
+            ),
+        ] = None,
+        metrics: Annotated[
+            str | None,
+            typer.Option(
+                "--metrics",
+                help="Comma-separated metric names (see `unlearnctl list metrics`). "
+                "Default: forgetting,kept,fidelity,membership.",
+                show_default=False,
+            ),
+        ] = None,
+        classes: Annotated[
+            str | None,
+            typer.Option(
+                "--classes",
+                help="Forgotten class ids, e.g. 2,5 (default: the run's forgotten classes).",
+                show_default=False,
+            ),
+        ] = None,
+        dataset: Annotated[
+            str | None,
+            typer.Option(
+                "--dataset", help="Dataset of real images (default: the run's, or the model's).", show_default=False
+            ),
+        ] = None,
+        judge: Annotated[
+            Path | None,
+            typer.Option("--judge", help="Judge folder (default: the one the model names).", show_default=False),
+        ] = None,
+        sampler: Annotated[str, typer.Option("--sampler", help="ddim or ddpm.")] = "ddim",
+        steps: Annotated[int, typer.Option("--steps", help="Sampler steps.")] = 50,
+        guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance w.")] = 2.0,
+        eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0 deterministic, 1 ancestral-like).")] = 0.0,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw (same for both models).")] = 0,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+        threads: Annotated[
+            int | None,
+            typer.Option(
+                "--threads",
+                help="CPU threads for torch (default: torch's, i.e. OMP_NUM_THREADS or the core count); "
+                "1 is fastest when other jobs share the cores.",
+                show_default=False,
+            ),
+        ] = None,
+        sets: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="Metric option METRIC.KEY=VALUE, e.g. fidelity.kid_subsets=50 (repeatable).",
+                show_default=False,
+            ),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out",
+                help="Folder for metrics.json and grids (default: the run folder; a bare model "
+                "writes nothing unless --out is given).",
+                show_default=False,
+            ),
+        ] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing metrics.json.")] = False,
+        json_output: JsonFlag = False,
+    ) -> None:
+        """Forgetting and utility metrics of a model and its reference, side by side, under one protocol.
+
+        Writes metrics.json (every protocol knob, the sampling cost, all values) and before/after sample
+        grids (samples/eval-*.png) into the run folder.
+        """
+        from ..evaluate import EvalRequest, evaluate
+
+        if sampler not in ("ddim", "ddpm"):
+            from ..errors import UsageError
+
+            raise UsageError(f"--sampler '{sampler}': use ddim or ddpm")
+        registry = load_registry()
+        request = EvalRequest(
+            target=target,
+            against=against,
+            classes=classes,
+            dataset=dataset,
+            metrics=metrics.split(",") if metrics is not None else None,
+            metric_sets=list(sets or []),
+            judge=judge,
+            num_samples=num_samples or DEFAULT_SAMPLES_PER_CLASS,
+            sampler=sampler,  # type: ignore[arg-type]
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            seed=seed,
+            device=device,
+            threads=threads,
+            out=out,
+            overwrite=overwrite,
+            command=sys.argv[1:],
+        )
+        status_console = err_console if json_output else console
+        with status_console.status("evaluating") as status:
+            result = evaluate(request, registry, progress=lambda m: status.update(f"evaluating: {escape(m)}"))
+        for note in result.notes:
+            print_warning(note)
+        if json_output:
+            print_json(result.payload)
+            return
+        payload = result.payload
+        console.print(render(payload))
+        console.print(f"[dim]{escape(protocol_line(payload))}[/]")
+        console.print(f"[dim]{escape(cost_line(payload))}[/]")
+        fe = payload["protocol"].get("feature_extractor") or {}
+        if fe.get("kind") == "inception":
+            console.print(
+                f"Inception weights {escape(str(fe.get('source')))}: sha256 {fe.get('sha256')} "
+                "(a pickle: pin it with --set fidelity.inception_sha256=...)"
+            )
+        if result.metrics_path is not None:
+            console.print(f"wrote {escape(str(result.metrics_path))}")
+            for path in result.grids.values():
+                console.print(f"wrote {escape(str(path))}")
+        else:
+            console.print("[dim]nothing written: pass --out DIR to keep metrics.json and the grids[/]")

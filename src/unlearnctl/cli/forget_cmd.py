@@ -1,9 +1,155 @@
-"""CLI command module (stub: filled in by the issue that owns it)."""
+"""``unlearnctl forget``: run an unlearning method and write a run folder."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json
+
+
+def _summary_rows(result: Any) -> list[tuple[str, str]]:
+    m = result.manifest
+    forget = m.forget
+    selectors = ", ".join(f"{s.name}:{s.argument}" if s.argument else s.name for s in forget.selectors)
+    losses = "  ".join(f"{k}={v:.4g}" for k, v in m.final_losses.items())
+    rows = [
+        ("run folder", str(result.run_dir)),
+        ("method", m.method.name if m.method else "-"),
+        ("model", m.weights.model),
+        ("dataset", f"{m.dataset.name} ({m.dataset.size} images)"),
+        ("forgot", f"{selectors}: {forget.size} images; {forget.remain_size} remain"),
+        ("steps", f"{m.optimizer_steps} optimizer steps in {m.wall_time_s:.1f} s on {m.environment.device}"),
+        ("final", losses or "-"),
+        ("weights", f"{m.weights.saved_weights}, sha256 {(m.weights.output_sha256 or '')[:16]}..."),
+    ]
+    if m.samples is not None:
+        rows.append(("samples", ", ".join(m.samples.files.values())))
+    return rows
+
+
+def print_run_summary(result: Any, title: str) -> None:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in _summary_rows(result):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def run_json(result: Any) -> dict[str, Any]:
+    return {"run_dir": str(result.run_dir), "manifest": result.manifest.model_dump(mode="json")}
+
+
+def command_line(name: str, given: list[tuple[str, Any]]) -> list[str]:
+    """The command line for the manifest: ``sys.argv`` when this process is that command, else rebuilt
+    from the parsed values (e.g. under typer's test runner)."""
+    if len(sys.argv) > 1 and sys.argv[1] == name:
+        return sys.argv[1:]
+    out = [name]
+    for flag, value in given:
+        if value is None or value is False:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            out.extend([flag] if v is True else ([flag, str(v)] if flag else [str(v)]))
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``unlearnctl`` app."""
+    """Add ``forget`` to the ``unlearnctl`` app."""
+
+    @app.command("forget")
+    @handle_errors
+    def forget_command(
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Registered model name, diffusers folder, or run folder.")
+        ] = "ddpm-digits",
+        dataset: Annotated[
+            str | None, typer.Option("--dataset", "-d", help="Dataset (default: the one the model was trained on).")
+        ] = None,
+        classes: Annotated[
+            str | None, typer.Option("--classes", "-c", help="Classes to forget, e.g. 2,5 (the `classes` selector).")
+        ] = None,
+        forget: Annotated[
+            list[str] | None,
+            typer.Option("--forget", "-f", help="SELECTOR:ARGS choosing what to forget; repeatable (union)."),
+        ] = None,
+        method: Annotated[str, typer.Option("--method", help="Unlearning method (`unlearnctl list methods`).")] = (
+            "erasediff"
+        ),
+        sets: Annotated[
+            list[str] | None,
+            typer.Option("--set", "-s", help="Method option key=value (`unlearnctl show method NAME`); repeatable."),
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", help="Method options from a .toml/.yaml/.json file.")
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", "-o", help="Run folder to create [default: runs/<UTC time>-<method>-<model>/]."),
+        ] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+        steps: Annotated[int | None, typer.Option("--steps", help="Override the method's number of steps.")] = None,
+        device: Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")] = (
+            "auto"
+        ),
+        precision: Annotated[
+            str, typer.Option("--precision", help="fp32, or bf16/fp16 autocast on cuda/mps.")
+        ] = "fp32",
+        grid_per_class: Annotated[
+            int, typer.Option("--grid-per-class", min=0, help="Images per class in the before/after grids (0: none).")
+        ] = 8,
+        json_output: JsonFlag = False,
+    ) -> None:
+        """Unlearn a forget set from a diffusion model; write a run folder (model/, samples/, log.jsonl, manifest.json).
+
+        Example: unlearnctl forget --classes 2
+        """
+        from ..runner import ForgetRequest, prepare_forget, run_forget
+        from .progress import attach_progress
+
+        registry = load_registry()
+        request = ForgetRequest(
+            model=model,
+            dataset=dataset,
+            classes=classes,
+            forget=list(forget or []),
+            method=method,
+            sets=list(sets or []),
+            config=config,
+            out=out,
+            seed=seed,
+            steps=steps,
+            device=device,
+            precision=precision,
+            grid_per_class=grid_per_class,
+            command=command_line(
+                "forget",
+                [
+                    ("--model", model),
+                    ("--dataset", dataset),
+                    ("--classes", classes),
+                    ("--forget", forget),
+                    ("--method", method),
+                    ("--set", sets),
+                    ("--config", config),
+                    ("--out", out),
+                    ("--seed", seed),
+                    ("--steps", steps),
+                    ("--device", device),
+                    ("--precision", precision),
+                    ("--json", json_output),
+                ],
+            ),
+        )
+        prepared = prepare_forget(request, registry)  # every check; nothing written yet
+        with attach_progress(registry, err_console if json_output else console):
+            result = run_forget(prepared)
+        if json_output:
+            print_json(run_json(result))
+        else:
+            print_run_summary(result, "forget: done")

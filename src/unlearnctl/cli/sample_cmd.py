@@ -1,9 +1,68 @@
-"""CLI command module (stub: filled in by the issue that owns it)."""
+"""``unlearnctl sample``: generate images as PNG files (one per image, plus ``grid.png``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .common import JsonFlag, console, handle_errors, load_registry, print_json
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``unlearnctl`` app."""
+    """Add ``sample`` to the ``unlearnctl`` app."""
+
+    @app.command("sample")
+    @handle_errors
+    def sample_command(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (must not exist, or be empty).")],
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Registered model name, diffusers folder, or run folder.")
+        ] = "ddpm-digits",
+        class_: Annotated[
+            str | None,
+            typer.Option("--class", "-c", help="Class id or name [default: every class evenly, one grid row each]."),
+        ] = None,
+        num: Annotated[int, typer.Option("--num", "-n", help="Number of images.")] = 64,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the initial noise (same seed, same images).")] = 0,
+        sampler: Annotated[str, typer.Option("--sampler", help="ddim or ddpm.")] = "ddim",
+        steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 50,
+        guidance: Annotated[float, typer.Option("--guidance", "-w", help="Classifier-free guidance w (0: off).")] = 2.0,
+        eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0: deterministic).")] = 0.0,
+        device: Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")] = (
+            "auto"
+        ),
+        json_output: JsonFlag = False,
+    ) -> None:
+        """Generate images from a model: one PNG per image, grid.png and samples.json in --out.
+
+        Example: unlearnctl sample --model ddpm-digits --class 3 --num 64 --out samples/3
+        """
+        from pydantic import ValidationError
+
+        from ..errors import UsageError
+        from ..loading import load_model
+        from ..runner import resolve_device
+        from ..sampling import SampleOptions, check_out_folder, resolve_model_class, sample_to_folder
+
+        try:
+            options = SampleOptions(sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            raise UsageError(f"--{err['loc'][0]}: got {err.get('input')!r}: {err['msg']}") from None
+        if num < 1:
+            raise UsageError(f"--num must be >= 1, got {num}")
+        check_out_folder(out)
+        resolved = resolve_device(device)
+        loaded = load_model(model, load_registry())
+        class_id = resolve_model_class(loaded, class_) if class_ is not None else None
+        result = sample_to_folder(loaded, out, num, class_id, options, seed, resolved, model_spec=model)
+        if json_output:
+            print_json({"out": str(result.out), "files": [str(p) for p in result.files], "seconds": result.seconds})
+            return
+        what = f"class {class_}" if class_ is not None else ("every class" if loaded.conditional else "unconditional")
+        console.print(
+            f"wrote {len(result.files)} images ({what}) and {result.out / 'grid.png'} "
+            f"in {result.seconds:.1f} s ({options.sampler}, {options.steps} steps, guidance {options.guidance})"
+        )

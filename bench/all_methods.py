@@ -1,0 +1,152 @@
+"""Every built-in method on the built-in ``ddpm-digits`` model, forgetting class 2: one table, one plot.
+
+Each method runs through the CLI exactly as a user would run it (``unlearnctl forget --method NAME``, the
+same seed, its default options -- the unlearning methods share EraseDiff's budget of 300 Adam steps;
+``retrain`` trains from scratch with the built-in model's own recipe, 6,000 steps), then ``unlearnctl
+eval RUN`` (default protocol), then ``unlearnctl compare`` for the trade-off plot. The table goes into
+``docs/results-digits.md`` between the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers;
+the text around them (the reading of the numbers) is kept.
+
+    python bench/all_methods.py                          # everything; runs under bench/out/all-methods/
+    python bench/all_methods.py --only erasediff,finetune
+    python bench/all_methods.py --retrain-steps 3000     # a smaller retrain budget (stated in the table)
+
+A run or evaluation that already exists is reused, so an interrupted call resumes. One thread per
+process (``OMP_NUM_THREADS=1``, recorded in every manifest); the methods run one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = [
+    "erasediff",
+    "finetune",
+    "neggrad",
+    "random-label",
+    "joint",
+    "salun",
+    "blindspot",
+    "selective-amnesia",
+    "retrain",
+]
+#: extra EraseDiff variants run beside the default (name -> --set values)
+VARIANTS = {"erasediff-bome": ("erasediff", ["lambda_rule=bome"])}
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def unlearnctl() -> list[str]:
+    exe = Path(sys.executable).with_name("unlearnctl")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "unlearnctl"]
+
+
+def call(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    print("$ unlearnctl " + " ".join(args), flush=True)
+    start = time.perf_counter()
+    done = subprocess.run([*unlearnctl(), *args], cwd=ROOT, env=env, text=True, capture_output=True)
+    print(f"  ({time.perf_counter() - start:.0f} s, exit {done.returncode})", flush=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"unlearnctl {args[0]} failed with exit code {done.returncode}")
+    return done
+
+
+def method_seconds(run: Path) -> float | None:
+    """Seconds spent in the method itself: the ``time`` of the last ``log.jsonl`` line (runner start = 0)."""
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]).get("time") if lines else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[dict], reference: dict, retrain_steps: int) -> str:
+    head = (
+        "| method | options | forgotten class recognised (UA) | kept classes recognised | FID (kept) | "
+        "method time | run wall time | optimizer steps |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    lines = [
+        f"| **base model** (ddpm-digits) | | {fmt(reference['recognition_rate'], '.1%')} | "
+        f"{fmt(reference['kept_rate'], '.1%')} | {fmt(reference['fid'], '.2f')} | | | |"
+    ]
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in r["key_options"].items())
+        if r["method"] == "retrain" and not opts:
+            opts = f"steps={retrain_steps}"
+        ua = f" ({fmt(r['ua'], '.0%')})" if r.get("ua") is not None else ""
+        lines.append(
+            f"| {r['name']} | {opts} | {fmt(r['recognition_rate'], '.1%')}{ua} | {fmt(r['kept_rate'], '.1%')} | "
+            f"{fmt(r['fid'], '.2f')} | {fmt(r['method_s'], '.0f')} s | {fmt(r['wall_time_s'], '.0f')} s | "
+            f"{r['optimizer_steps']} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/out/all-methods", help="folder of the runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--classes", default="2")
+    ap.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    ap.add_argument("--retrain-steps", type=int, default=None, help="retrain budget (default: its option, 6000)")
+    ap.add_argument("--num-samples", type=int, default=50, help="eval samples per class")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs/results-digits.md")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs/img/compare-all-methods.png")
+    args = ap.parse_args()
+
+    runs = {m: (m, []) for m in METHODS} | VARIANTS
+    names = [n for n in runs if not args.only or n in args.only.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        method, sets = runs[name]
+        run = args.out / name
+        if method == "retrain" and args.retrain_steps is not None:
+            sets = [*sets, f"steps={args.retrain_steps}"]
+        # 1. unlearn (or retrain) with the method's defaults, the same seed for every method
+        if not (run / "manifest.json").is_file():
+            extra = [x for s in sets for x in ("--set", s)]
+            call(["forget", "--model", "ddpm-digits", "--classes", args.classes, "--method", method,
+                  "--seed", str(args.seed), "--device", "cpu", "--out", str(run), *extra])  # fmt: skip
+        # 2. evaluate against the base model, the default protocol
+        if not (run / "metrics.json").is_file():
+            call(["eval", str(run), "--seed", str(args.seed), "-n", str(args.num_samples), "--device", "cpu"])
+
+    # 3. one table and one plot over every run that exists (so --only can add runs to a previous bench)
+    done = [args.out / n for n in runs if (args.out / n / "metrics.json").is_file()]
+    out = call(["compare", *map(str, done), "--plot", str(args.plot), "--overwrite", "--json"])
+    result = json.loads(out.stdout)
+    rows = result["runs"]
+    for r in rows:
+        r["method_s"] = method_seconds(Path(r["run"]))
+    retrain_steps = args.retrain_steps or 6000
+    text = table(rows, result["references"][0], retrain_steps)
+    text += (
+        f"\nSeed {args.seed}, forgetting class {args.classes}; eval: {args.num_samples} samples per class, DDIM 50 "
+        "steps, guidance 2.0, the shipped judge, FID on the judge's features against the kept classes' training "
+        "images (comparable between these rows only). Method time: the method's own work (from `log.jsonl`); run "
+        "wall time adds the before/after sample grids. CPU, one thread, shared machine.\n"
+    )
+    for w in result.get("warnings", []):
+        text += f"\n> warning from `compare`: {w}\n"
+    doc = args.doc
+    body = doc.read_text() if doc.is_file() else f"# Results on ddpm-digits\n\n{START}\n{END}\n"
+    if START not in body or END not in body:
+        raise SystemExit(f"{doc} has no {START} ... {END} markers to write the table between")
+    before, rest = body.split(START, 1)
+    _, after = rest.split(END, 1)
+    plot = os.path.relpath(args.plot, doc.parent)
+    doc.write_text(f"{before}{START}\n{text}\n![trade-off plot]({plot})\n{END}{after}")
+    print(f"wrote {doc} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

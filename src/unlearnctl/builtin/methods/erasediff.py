@@ -1,0 +1,270 @@
+"""EraseDiff: unlearning as a bilevel problem, solved with a first-order (BOME-style) update.
+
+Wu et al., "EraseDiff: Erasing Data Influence in Diffusion Models" (arXiv 2401.05779; CVPR 2025 as
+"Erasing Undesirable Influence in Diffusion Models"). The contract is ``shared/spec/erasediff.md``;
+``docs/erasediff.md`` explains each option and where this differs from the authors' code.
+
+    min_theta F(theta)  s.t.  q(theta) := f(theta) - min_phi f(phi) <= 0
+
+F is the DDPM loss on the remaining set D_r; f is an erasure loss on the forget set D_f:
+- ``uniform``: f = E || u - eps_theta(x~_t, t, c_f) ||^2 with u ~ U[0,1)^d (paper v1/v2);
+- ``relabel``: f = E || eps_theta(x_t, t, c_f) - sg[eps_theta(x_t, t, c^)] ||^2, c^ a kept class (v4).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import Field
+
+from unlearnctl import ForgetSplit, Method, Options, UsageError
+from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels, predict_noise
+
+if TYPE_CHECKING:
+    from unlearnctl import DiffusionModel
+    from unlearnctl.runner import UnlearnRun
+
+LambdaRule = Literal["fixed", "bome", "cosine", "value"]
+
+#: outer steps on the built-in ddpm-digits model (see docs/erasediff.md, "Choosing the defaults")
+DEFAULT_STEPS = 300
+
+
+def bilevel_lambda(
+    rule: LambdaRule,
+    g_F: list[torch.Tensor],
+    g_q: list[torch.Tensor],
+    q: float,
+    lam: float,
+    eta: float,
+) -> float:
+    """lambda_i of the update ``theta <- theta - zeta Opt(g_F + lambda_i g_q)`` (erasediff.md).
+
+    - ``fixed``:  lambda
+    - ``bome``:   max((eta ||g_q||^2 - <g_F, g_q>) / ||g_q||^2, 0)   (Liu et al. 2022)
+    - ``cosine``: max(eta - cos(g_F, g_q), 0)                        (the authors' code, lambda < 0)
+    - ``value``:  max((eta q - <g_F, g_q>) / ||g_q||^2, 0)            (ours: phi_i = eta q(theta_i))
+
+    ``g_F``, ``g_q`` are per-parameter gradient lists; products are summed in float64. When
+    ``||g_q|| = 0`` there is no direction to push: ``bome`` and ``value`` give 0, and the cosine is 0.
+    """
+    if rule == "fixed":
+        return float(lam)
+    dot = torch.stack([(a.double() * b.double()).sum() for a, b in zip(g_F, g_q, strict=True)]).sum().item()
+    qq = torch.stack([(b.double() ** 2).sum() for b in g_q]).sum().item()
+    if rule == "cosine":
+        ff = torch.stack([(a.double() ** 2).sum() for a in g_F]).sum().item()
+        cos = dot / (ff**0.5 * qq**0.5) if ff > 0 and qq > 0 else 0.0
+        return max(eta - cos, 0.0)
+    if qq == 0.0:
+        return 0.0
+    if rule == "bome":
+        return max((eta * qq - dot) / qq, 0.0)
+    if rule == "value":
+        return max((eta * q - dot) / qq, 0.0)
+    raise ValueError(f"unknown lambda rule {rule!r}")
+
+
+def draw_surrogates(labels: torch.Tensor, candidates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For each label y, a class drawn uniformly from ``candidates`` without y (all on CPU).
+
+    ``candidates`` are the classes NOT being forgotten. (The authors' code draws from 1..9, which is
+    right only when forgetting class 0.) Every label must leave at least one candidate.
+    """
+    member = labels[:, None] == candidates[None, :]
+    has = member.any(1)
+    pos = member.int().argmax(1)
+    choices = len(candidates) - has.long()
+    j = (torch.rand(len(labels), generator=generator) * choices).long().clamp_max(choices - 1)
+    j = j + (has & (j >= pos)).long()  # skip the item's own class
+    return candidates[j]
+
+
+@dataclass
+class _ForgetBatch:
+    """One forget batch with its draws, fixed for the whole outer step (f(theta) and f(phi) alike)."""
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    c_f: torch.Tensor | None
+    #: relabel: the surrogate classes c^;  uniform: the target u ~ U[0, 1)
+    c_hat: torch.Tensor | None = None
+    u: torch.Tensor | None = None
+
+
+class EraseDiff(Method):
+    """EraseDiff: bilevel unlearning -- keep the DDPM loss on the remaining data while erasing the forget set.
+
+    Each outer step takes K Adam steps on the erasure loss f on a copy of the weights (the inner
+    problem), then updates the weights with grad F + lambda * grad q on the remaining and forget
+    batches (Wu et al., CVPR 2025). Two erasure targets (`relabel`, `uniform`) and four lambda rules
+    (`fixed`, `bome`, `cosine`, `value`). See docs/erasediff.md.
+    """
+
+    name = "erasediff"
+
+    class Options(Options):
+        steps: int = Field(DEFAULT_STEPS, ge=1, description="outer optimizer steps (the authors: ~288 on CIFAR-10)")
+        target: Literal["auto", "relabel", "uniform"] = Field(
+            "auto",
+            description="erasure loss f: relabel (match a kept class's prediction; conditional models), uniform "
+            "(train toward u ~ U[0,1)); auto = relabel for conditional models, uniform for unconditional ones",
+        )
+        corruption: Literal["uniform", "gaussian"] = Field(
+            "uniform",
+            description="target=uniform only: noise in the corrupted input x~_t -- uniform (the authors' code) or "
+            "gaussian (eps ~ N(0, I), as the sampler sees it); the target is u either way",
+        )
+        lambda_rule: LambdaRule = Field(
+            "fixed", description="how lambda_i is chosen each step: fixed, bome, cosine or value (docs/erasediff.md)"
+        )
+        lambda_: float = Field(0.1, ge=0, alias="lambda", description="lambda of the fixed rule (weight of grad q)")
+        eta: float = Field(0.1, ge=0, description="eta of the bome, cosine and value rules")
+        inner_steps: int = Field(2, ge=0, description="K: gradient steps on f on a copy of the weights")
+        inner_lr: float | None = Field(None, gt=0, description="learning rate of the inner Adam steps (None: lr)")
+        lr: float = Field(1e-4, gt=0, description="Adam learning rate of the outer update")
+        betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (outer and inner)")
+        weight_decay: float = Field(0.0, ge=0, description="weight decay (> 0 switches to AdamW)")
+        remain_batch_size: int = Field(128, ge=1, description="images of D_r per step")
+        forget_batch_size: int = Field(128, ge=1, description="images of D_f per step")
+        grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip of every step, inner ones too (0 = off)")
+        ema_decay: float = Field(0.99, ge=0, lt=1, description="EMA rate of the weights (0 = no EMA)")
+        save_ema: bool = Field(True, description="save the EMA weights (else the raw ones); needs ema_decay > 0")
+        antithetic: bool = Field(True, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t")
+        same_timesteps: bool = Field(True, description="use the same t for the remain and the forget batch")
+        class_dropout: float = Field(
+            0.0, ge=0, lt=1, description="probability of the null class on remain labels (guidance dropout; off)"
+        )
+
+    # -- validation against the model and the split (called before any work) ---------------------
+
+    def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
+        """Resolve ``target=auto`` and refuse combinations that cannot work, in one line each."""
+        o = self.options
+        if o.target == "auto":
+            o.target = "relabel" if model.conditional else "uniform"
+        if o.target == "relabel" and not model.conditional:
+            raise UsageError(
+                f"erasediff: target 'relabel' needs a class-conditional model and '{model.source}' is "
+                "unconditional: use --set target=uniform"
+            )
+        if not model.conditional:
+            return
+        forget_labels = set(split.forget.labels)
+        if any(lbl < 0 for lbl in forget_labels):
+            raise UsageError("erasediff: the forget set has unlabelled items, but the model is class-conditional")
+        if o.target == "relabel":
+            kept = set(split.remain_classes)
+            for y in sorted(forget_labels):
+                if not kept - {y}:
+                    raise UsageError(
+                        f"erasediff: no kept class to relabel class {y} to (kept classes: {sorted(kept)}): "
+                        "forget fewer classes or use --set target=uniform"
+                    )
+
+    # -- the erasure loss f ----------------------------------------------------------------------
+
+    def _forget_batch(
+        self, run: UnlearnRun, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, kept: torch.Tensor
+    ) -> _ForgetBatch:
+        o, model = self.options, run.model
+        c_f = labels if model.conditional else None
+        if o.target == "relabel":
+            eps = run.randn_like(x0)
+            c_hat = draw_surrogates(labels.cpu(), kept, run.generator).to(run.device)
+            return _ForgetBatch(add_noise(model.scheduler, x0, eps, t), t, c_f, c_hat=c_hat)
+        u = run.rand_like(x0)
+        noise = u if o.corruption == "uniform" else run.randn_like(x0)
+        return _ForgetBatch(add_noise(model.scheduler, x0, noise, t), t, c_f, u=u)
+
+    def forget_loss(self, unet: torch.nn.Module, b: _ForgetBatch) -> torch.Tensor:
+        """f on one batch.
+
+        relabel: ``|| eps(x_t, c_f) - sg[eps(x_t, c^)] ||^2``; uniform: ``|| u - eps(x~_t, c_f) ||^2``.
+        """
+        pred = predict_noise(unet, b.x_t, b.t, b.c_f).float()
+        if b.c_hat is not None:
+            with torch.no_grad():
+                target = predict_noise(unet, b.x_t, b.t, b.c_hat).float()
+        else:
+            target = b.u
+        return torch.nn.functional.mse_loss(pred, target)
+
+    # -- the update ------------------------------------------------------------------------------
+
+    def unlearn(self, run: UnlearnRun) -> None:
+        o = self.options
+        model, unet = run.model, run.model.unet
+        self.check(model, run.split)
+        params = [p for p in unet.parameters() if p.requires_grad]
+        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        run.use_ema(o.ema_decay, save=o.save_ema)
+        phi = copy.deepcopy(unet)  # the inner problem's weights, reset to theta every step
+        phi_params = [p for p in phi.parameters() if p.requires_grad]
+        kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
+        remain = run.batches("remain", o.remain_batch_size)
+        forget = run.batches("forget", o.forget_batch_size)
+
+        for step in run.steps():
+            # 0. a remain batch (x_r, c_r) ~ D_r and a forget batch (x_f, c_f) ~ D_f; one antithetic draw
+            #    of t for both (the authors' setting); guidance dropout on c_r is off by default.
+            x_r, c_r = next(remain)
+            x_f, c_f = next(forget)
+            if o.same_timesteps:
+                t = run.timesteps(max(len(x_r), len(x_f)), o.antithetic)
+                t_r, t_f = t[: len(x_r)], t[: len(x_f)]
+            else:
+                t_r, t_f = run.timesteps(len(x_r), o.antithetic), run.timesteps(len(x_f), o.antithetic)
+            eps_r = run.randn_like(x_r)
+            c_r = drop_labels(c_r, o.class_dropout, model.null_class, run.generator) if model.conditional else None
+            fb = self._forget_batch(run, x_f, c_f, t_f, kept)
+
+            # 1. f(theta_i) and grad f(theta_i). Step 2 of the spec: with phi^K held constant,
+            #    grad q(theta_i) = grad f(theta_i), so this gradient is g_q.
+            with run.autocast():
+                f_theta = self.forget_loss(unet, fb)
+            g_q = run.grads(f_theta, params)
+
+            # 2. Inner problem: phi^0 = theta_i, then K Adam steps on f(phi) -- on a copy, theta_i is not
+            #    changed. phi^0 = theta_i, so the first inner gradient is g_q itself. Same batch and draws.
+            f_phi = f_theta.detach()
+            if o.inner_steps > 0:
+                with torch.no_grad():
+                    for p_phi, p_theta in zip(phi_params, params, strict=True):
+                        p_phi.copy_(p_theta)
+                inner = torch.optim.Adam(phi_params, lr=o.inner_lr or o.lr, betas=o.betas)
+                g = g_q
+                for k in range(o.inner_steps):
+                    if k > 0:
+                        with run.autocast():
+                            f_k = self.forget_loss(phi, fb)
+                        g = run.grads(f_k, phi_params)
+                    for p_phi, g_k in zip(phi_params, g, strict=True):
+                        p_phi.grad = g_k.clone()
+                    if o.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(phi_params, o.grad_clip)
+                    inner.step()
+                with torch.no_grad(), run.autocast():
+                    f_phi = self.forget_loss(phi, fb)
+            # 3. q(theta_i) = f(theta_i) - f(phi^K) >= 0 (approximately): how far theta_i is from erased.
+            q = float(f_theta.detach() - f_phi)
+
+            # 4. The outer (utility) objective F(theta_i): the DDPM loss on D_r, and g_F = grad F.
+            with run.autocast():
+                loss_r = ddpm_loss(unet, model.scheduler, x_r, c_r, t_r, eps_r)
+            g_F = run.grads(loss_r, params)
+
+            # 5. lambda_i by the chosen rule (fixed / bome / cosine / value).
+            lam = bilevel_lambda(o.lambda_rule, g_F, g_q, q, o.lambda_, o.eta)
+
+            # 6. theta_{i+1} = theta_i - zeta * Adam(g_F + lambda_i g_q): clip, step, EMA (the runner).
+            update = [gf.add(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]
+            grad_norm = run.apply_gradients(optimizer, update, clip=o.grad_clip)
+
+            run.log(
+                step,
+                {"loss_r": loss_r.item(), "loss_f": f_theta.item(), "q": q, "lambda": lam, "grad_norm": grad_norm},
+            )

@@ -1,0 +1,481 @@
+"""Training a class-conditional DDPM from scratch: the ``train`` command and the ``retrain`` baseline.
+
+The loop in :func:`train_model` is the plain DDPM recipe (Ho et al. 2020, Algorithm 1) with
+classifier-free guidance training (Ho & Salimans 2022): each label is replaced by the null class with
+probability ``class_dropout`` so that one network learns eps(x_t, t, c) and eps(x_t, t, null).
+The weights saved are the exponential moving average (``diffusers.training_utils.EMAModel``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from pydantic import Field, ValidationError
+
+from .components import Options
+from .data import ImageSet
+from .diffusion import ddpm_loss, drop_labels, sample_timesteps
+from .errors import OptionError, UsageError
+from .models import DiffusionModel
+
+Arch = Literal["digits-small", "tiny"]
+
+#: UNet2DModel settings of each architecture preset (sample_size, channels and classes come from the data).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # 0.81 M parameters; attention at the lowest (2 x 2) level of an 8 x 8 input.
+    "digits-small": {
+        "block_out_channels": (32, 32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+    },
+    # About 42 k parameters, for tests.
+    "tiny": {
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 4,
+    },
+}
+
+
+class TrainOptions(Options):
+    """Options of ``unlearnctl train`` (and of the ``retrain`` baseline)."""
+
+    steps: int = Field(6000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="after warm-up: constant, or cosine decay to 0"
+    )
+    warmup_steps: int = Field(200, ge=0, description="linear learning-rate warm-up steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip (0 = off)")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA rate of the saved weights (diffusers EMAModel)")
+    class_dropout: float = Field(
+        0.1, ge=0, lt=1, description="probability of replacing a label by the null class (classifier-free guidance)"
+    )
+    conditional: bool = Field(True, description="class-conditional UNet (needs labelled data)")
+    arch: Arch = Field("digits-small", description="UNet architecture preset")
+    num_train_timesteps: int = Field(1000, ge=1, description="DDPM diffusion steps T")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "linear", description="DDPMScheduler beta schedule (linear: 1e-4 .. 0.02)"
+    )
+    antithetic: bool = Field(True, description="antithetic timestep sampling (t and T-1-t)")
+    log_every: int = Field(50, ge=1, description="steps between log lines (log.jsonl, progress)")
+    grid_per_class: int = Field(8, ge=0, description="samples per class in samples/grid.png after training")
+
+
+def build_unet(arch: str, image_size: int, channels: int, num_classes: int, seed: int = 0) -> UNet2DModel:
+    """A freshly initialised ``UNet2DModel`` of preset ``arch`` (``num_classes`` = 0: unconditional).
+
+    Conditional models get ``num_classes + 1`` class embeddings; the last is the null class.
+    Initialisation is seeded without touching torch's global random state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(
+            sample_size=image_size,
+            in_channels=channels,
+            out_channels=channels,
+            num_class_embeds=num_classes + 1 if num_classes else None,
+            **ARCHITECTURES[arch],
+        )
+
+
+def build_scheduler(options: TrainOptions) -> DDPMScheduler:
+    """The training noise schedule. ``clip_sample=False``: see docs/sampling.md."""
+    return DDPMScheduler(
+        num_train_timesteps=options.num_train_timesteps,
+        beta_schedule=options.beta_schedule,
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+def batches(data: ImageSet, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches ``(images, labels)``: a new permutation from ``generator`` each epoch.
+
+    Small sets (up to 1 GiB of pixels) are stacked in memory once.
+    """
+    n = len(data)
+    if n == 0:
+        raise ValueError("cannot train on an empty image set")
+    labels = torch.tensor(data.labels, dtype=torch.long)
+    in_memory = n * data.channels * data.image_size**2 * 4 <= 1 << 30
+    images = torch.stack([data[i][0] for i in range(n)]) if in_memory else None
+    batch_size = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = perm[start : start + batch_size]
+            x = images[idx] if images is not None else torch.stack([data[int(i)][0] for i in idx])
+            yield x, labels[idx]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns."""
+
+    model: DiffusionModel
+    steps: int
+    wall_s: float
+    final_loss: float
+    #: the last logged values
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def train_model(
+    data: ImageSet,
+    options: TrainOptions | None = None,
+    *,
+    seed: int = 0,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    device: torch.device | str = "cpu",
+    class_names: list[str] | None = None,
+    source: str = "trained",
+) -> TrainResult:
+    """Train a DDPM from scratch on ``data``; return the model with its EMA weights (on CPU).
+
+    ``class_names`` sets the conditioning classes (default ``data.class_names``); pass the full list
+    when ``data`` lacks some classes (the ``retrain`` baseline), so the model keeps the same class ids.
+    ``on_step(step, values)`` is called every ``options.log_every`` steps and at the last step with
+    the mean loss since the previous call, the learning rate and the elapsed seconds.
+    Deterministic on CPU under ``seed``.
+    """
+    options = options or TrainOptions()
+    class_names = list(class_names if class_names is not None else data.class_names)
+    conditional = options.conditional and bool(class_names)
+    if options.conditional and not class_names:
+        raise ValueError("conditional training needs labelled data (class names); set conditional=false")
+    num_classes = len(class_names) if conditional else 0
+    null_class = num_classes if conditional else None
+
+    # 1. model, noise schedule, optimizer, learning-rate schedule, EMA of the weights
+    g = torch.Generator().manual_seed(seed)
+    unet = build_unet(options.arch, data.image_size, data.channels, num_classes, seed=seed).to(device).train()
+    scheduler = build_scheduler(options)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    lr_scheduler = get_scheduler(
+        options.lr_schedule if options.lr_schedule == "cosine" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=options.warmup_steps,
+        num_training_steps=options.steps,
+    )
+    ema = EMAModel(unet.parameters(), decay=options.ema_decay)
+
+    stream = batches(data, options.batch_size, g)
+    start = time.perf_counter()
+    loss_sum, loss_n, values = 0.0, 0, {}
+    for step in range(1, options.steps + 1):
+        # 2. a batch; labels dropped to the null class with probability class_dropout
+        x0, labels = next(stream)
+        x0 = x0.to(device)
+        labels = drop_labels(labels, options.class_dropout, null_class, g).to(device) if conditional else None
+        # 3. t ~ U{0..T-1} (antithetic), eps ~ N(0, I); loss || eps - eps_theta(x_t, t, c) ||^2
+        t = sample_timesteps(len(x0), options.num_train_timesteps, g, options.antithetic)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
+        # 4. optimizer step, then the EMA follows the new weights
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if options.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), options.grad_clip)
+        optimizer.step()
+        lr_scheduler.step()
+        ema.step(unet.parameters())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}: lower the learning rate")
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        if step % options.log_every == 0 or step == options.steps:
+            values = {
+                "loss": loss_sum / loss_n,
+                "lr": optimizer.param_groups[0]["lr"],
+                "elapsed": time.perf_counter() - start,
+            }
+            loss_sum, loss_n = 0.0, 0
+            if on_step is not None:
+                on_step(step, values)
+
+    # 5. keep the EMA weights (what is saved and sampled)
+    ema.copy_to(unet.parameters())
+    unet = unet.to("cpu").eval()
+    model = DiffusionModel(
+        unet=unet,
+        scheduler=scheduler,
+        source=source,
+        class_names=class_names if conditional else [],
+        default_dataset=data.name or None,
+        extra={"weights": "ema", "ema_decay": options.ema_decay},
+    )
+    return TrainResult(
+        model=model,
+        steps=options.steps,
+        wall_s=time.perf_counter() - start,
+        final_loss=float(values.get("loss", float("nan"))),
+        last=values,
+    )
+
+
+def resolve_train_options(
+    config: dict[str, Any] | None = None, sets: Sequence[str] | dict[str, Any] | None = None, steps: int | None = None
+) -> TrainOptions:
+    """Training options: defaults < ``--config FILE`` < ``--set key=value`` < ``--steps``."""
+    from .config import parse_set_values
+
+    values: dict[str, Any] = dict(config or {})
+    values.update(dict(sets) if isinstance(sets, dict) else parse_set_values(list(sets or [])))
+    if steps is not None:
+        values["steps"] = steps
+    known = list(TrainOptions.model_fields)
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise OptionError(f"train: unknown option {', '.join(hints)}; options: {', '.join(known)}")
+    try:
+        return TrainOptions.model_validate(values)
+    except ValidationError as exc:
+        errors = [
+            f"bad value for option '{'.'.join(str(p) for p in e['loc'])}': got {e.get('input')!r} ({e['msg']})"
+            for e in exc.errors(include_url=False)
+        ]
+        raise OptionError("train: " + "; ".join(errors)) from None
+
+
+@dataclass
+class TrainRequest:
+    """``unlearnctl train`` as asked on the command line."""
+
+    dataset: str
+    out: Path | None = None
+    forget: list[str] = field(default_factory=list)
+    classes: str | None = None
+    sets: list[str] | dict[str, Any] = field(default_factory=list)
+    config: Path | None = None
+    steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Path | None = None
+    #: the command line recorded in the manifest (default: ``sys.argv[1:]``)
+    command: list[str] | None = None
+
+
+@dataclass
+class TrainRun:
+    """The run object the lifecycle hooks see (``run_started``, ``step_logged``, ``run_finished``)."""
+
+    out_dir: Path
+    config: dict[str, Any]
+    total_steps: int
+    description: str
+    seed: int
+    kind: str = "train"
+    last_values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainRunResult:
+    run_dir: Path
+    manifest: Any
+    model: DiffusionModel
+
+
+LOG_FILE = "log.jsonl"
+MODEL_DIR = "model"
+SAMPLES_DIR = "samples"
+GRID_FILE = "grid.png"
+
+
+def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
+    """``unlearnctl train``: check everything, train, and write the run folder (``manifest.json`` last).
+
+    With ``--forget`` / ``--classes`` the model is trained on the remaining set only (the ``retrain``
+    gold standard), keeping every class id of the dataset so it is comparable with unlearned models.
+    """
+    from .config import load_config_file
+    from .data import split_forget
+    from .loading import load_dataset, select_forget
+    from .manifest import (
+        DatasetRecord,
+        ForgetSetRecord,
+        Manifest,
+        SamplesRecord,
+        SelectorConfig,
+        WeightsRecord,
+        collect_environment,
+    )
+    from .models import folder_sha256, state_sha256
+    from .registry import get_registry
+    from .rundir import atomic_run_dir, check_new_folder
+    from .runner import resolve_device
+    from .sampling import SampleOptions, class_labels_for, generate, save_labelled_grid
+
+    registry = registry if registry is not None else get_registry()
+    req = request
+    # 1. cheap checks first: seed, device, options, output folder
+    if req.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {req.seed}")
+    device = resolve_device(req.device)
+    config = load_config_file(req.config) if req.config is not None else None
+    options = resolve_train_options(config, req.sets, req.steps)
+    out = Path(req.out) if req.out is not None else default_out_dir(req.dataset)
+    check_new_folder(out)
+    # 2. the data, and the forget set when asked for
+    data = load_dataset(req.dataset, "train", req.data_dir, registry=registry)
+    dataset_info = registry.get("dataset", req.dataset)
+    dataset_record = DatasetRecord(
+        name=req.dataset,
+        version=data.version or "",
+        split="train",
+        size=len(data),
+        fingerprint=data.fingerprint(),
+        provider=dataset_info.provider,
+        data_dir=str(req.data_dir) if req.data_dir else None,
+    )
+    train_set: ImageSet = data
+    forget_record = None
+    if req.forget or req.classes is not None:
+        ids, selections = select_forget(data, req.forget, req.classes, registry)
+        split = split_forget(data, ids)
+        train_set = split.remain
+        forget_record = ForgetSetRecord(
+            selectors=[
+                SelectorConfig(name=s.name, provider=s.provider, options=s.options, argument=s.argument)
+                for s in selections
+            ],
+            size=len(split.forget),
+            fingerprint=split.forget_fingerprint,
+            remain_size=len(split.remain),
+            forget_classes=list(split.forget_classes),
+        )
+    if options.conditional and not data.class_names:
+        raise UsageError(
+            f"dataset '{req.dataset}' has no classes: train an unconditional model with --set conditional=false"
+        )
+    num_classes = len(data.class_names) if options.conditional else 0
+    input_sha = state_sha256(build_unet(options.arch, data.image_size, data.channels, num_classes, seed=req.seed))
+
+    # 3. train inside a folder that is renamed into place only when whole
+    hook = registry.hook
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    with atomic_run_dir(out) as tmp:
+        run = TrainRun(
+            out_dir=tmp,
+            config={"train": options.model_dump(mode="json"), "dataset": req.dataset, "device": device.type},
+            total_steps=options.steps,
+            description=f"train {req.dataset}" + (" (remaining set)" if forget_record else ""),
+            seed=req.seed,
+        )
+        with open(tmp / LOG_FILE, "w") as log:
+
+            def on_step(step: int, values: dict[str, float]) -> None:
+                write_log_line(log, step, values)
+                run.last_values = values
+                hook.step_logged(run=run, step=step, values=values)
+
+            hook.run_started(run=run)
+            result = train_model(
+                train_set, options, seed=req.seed, on_step=on_step, device=device,
+                class_names=data.class_names, source=str(out),
+            )  # fmt: skip
+        model = result.model
+        model.default_dataset = req.dataset
+        model.extra = {
+            **model.extra,
+            "trained": {
+                "dataset": req.dataset,
+                "dataset_fingerprint": dataset_record.fingerprint,
+                "images": len(train_set),
+                "steps": options.steps,
+                "forget": [f"{s.name}:{s.argument}" for s in forget_record.selectors] if forget_record else [],
+            },
+        }
+        model.save(tmp / MODEL_DIR)
+        # 4. a labelled grid: grid_per_class samples of every class (the tool's default sampler)
+        samples = None
+        if options.grid_per_class > 0:
+            sample_options = SampleOptions()
+            n = options.grid_per_class
+            if model.conditional:
+                labels = class_labels_for(model, n * model.num_classes)
+                images = generate(model, labels, len(labels), sample_options, req.seed, device)
+                save_labelled_grid(images, model.class_names, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
+            else:
+                from .sampling import save_grid
+
+                images = generate(model, None, 4 * n, sample_options, req.seed, device)
+                save_grid(images, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
+            samples = SamplesRecord(
+                files={"grid": f"{SAMPLES_DIR}/{GRID_FILE}"},
+                kept_classes=list(range(model.num_classes)),
+                per_class=n,
+                seed=req.seed,
+                sampler=sample_options.model_dump(mode="json"),
+            )
+        # 5. the manifest, last
+        manifest = Manifest(
+            kind="train",
+            command=list(req.command) if req.command is not None else list(sys.argv[1:]),
+            seed=req.seed,
+            seeds={"train": req.seed, "samples": req.seed},
+            runner={
+                "train": options.model_dump(mode="json"),
+                "device": device.type,
+                "num_threads": torch.get_num_threads(),
+            },
+            dataset=dataset_record,
+            forget=forget_record,
+            weights=WeightsRecord(
+                model=f"scratch:{options.arch}",
+                input_sha256=input_sha,
+                output_sha256=state_sha256(model.unet),
+                output_files_sha256=folder_sha256(tmp / MODEL_DIR),
+                saved_weights="ema",
+            ),
+            environment=collect_environment(req.device, device),
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            wall_time_s=round(time.perf_counter() - t0, 3),
+            optimizer_steps=result.steps,
+            final_losses={k: float(v) for k, v in result.last.items() if k != "elapsed"},
+            samples=samples,
+            extra={"train_images": len(train_set), "train_seconds": round(result.wall_s, 3)},
+        )
+        manifest.write(tmp)
+    run.out_dir = out
+    model.path = out / MODEL_DIR
+    hook.run_finished(run=run, result=manifest)
+    return TrainRunResult(run_dir=out, manifest=manifest, model=model)
+
+
+def write_log_line(fh: Any, step: int, values: dict[str, float]) -> None:
+    """Append one ``log.jsonl`` line."""
+    fh.write(json.dumps({"step": step, **values}) + "\n")
+    fh.flush()
+
+
+def default_out_dir(dataset: str, now: float | None = None) -> Path:
+    """``runs/<UTC time>-train-<dataset>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    return Path("runs") / f"{stamp}-train-{dataset}"

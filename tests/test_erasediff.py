@@ -1,0 +1,217 @@
+"""EraseDiff: the lambda rules, the inner loop, the erasure targets, options and determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unlearnctl import OptionError, UsageError, split_forget
+from unlearnctl.builtin.methods.erasediff import EraseDiff, bilevel_lambda, draw_surrogates
+from unlearnctl.config import resolve_options
+from unlearnctl.models import state_sha256
+from unlearnctl.runner import UnlearnRun
+from unlearnctl.testing.tiny import tiny_image_set, tiny_model
+
+FAST = {"steps": 3, "remain_batch_size": 8, "forget_batch_size": 8}
+
+
+def run_erasediff(seed: int = 0, conditional: bool = True, forget_class: int = 1, out_dir=None, **options):
+    """Run EraseDiff on the tiny model; return (sha256 of the saved weights, the run)."""
+    model = tiny_model(conditional=conditional)
+    data = tiny_image_set()
+    split = split_forget(data, {i for i, lbl in zip(data.ids, data.labels, strict=True) if lbl == forget_class})
+    method = EraseDiff(resolve_options(EraseDiff, sets={**FAST, **options}))
+    method.check(model, split)
+    run = UnlearnRun(model, split, seed=seed, total_steps=method.options.steps, out_dir=out_dir)
+    method.unlearn(run)
+    run.finish()
+    return state_sha256(model.unet), run
+
+
+# --- lambda rules on hand-made gradients ----------------------------------------------------------
+
+
+def vec(*values: float) -> list[torch.Tensor]:
+    """A 'gradient' of two parameter tensors, to check that the rules sum over parameters."""
+    t = torch.tensor(values, dtype=torch.float32)
+    return [t[:2].reshape(2, 1), t[2:]]
+
+
+def test_fixed_rule_is_lambda() -> None:
+    assert bilevel_lambda("fixed", vec(1, 2, 3), vec(4, 5, 6), q=7.0, lam=0.25, eta=0.5) == 0.25
+
+
+def test_bome_rule() -> None:
+    g_F, g_q = vec(1, 0, 0), vec(-1, 1, 0)  # <g_F, g_q> = -1, ||g_q||^2 = 2
+    # (eta ||g_q||^2 - <g_F, g_q>) / ||g_q||^2 = (0.5 * 2 + 1) / 2
+    assert bilevel_lambda("bome", g_F, g_q, q=0.0, lam=0.0, eta=0.5) == pytest.approx(1.0)
+    # aligned gradients: (0.1 * 1 - 3) / 1 < 0 -> clamped to 0
+    assert bilevel_lambda("bome", vec(3, 0, 0), vec(1, 0, 0), q=0.0, lam=0.0, eta=0.1) == 0.0
+
+
+def test_cosine_rule() -> None:
+    # orthogonal: cos = 0 -> eta
+    assert bilevel_lambda("cosine", vec(1, 0, 0), vec(0, 2, 0), q=0.0, lam=0.0, eta=0.3) == pytest.approx(0.3)
+    # opposite: cos = -1 -> eta + 1
+    assert bilevel_lambda("cosine", vec(1, 1, 0), vec(-2, -2, 0), q=0.0, lam=0.0, eta=0.3) == pytest.approx(1.3)
+    # same direction: eta - 1 < 0 -> 0
+    assert bilevel_lambda("cosine", vec(0, 0, 1), vec(0, 0, 5), q=0.0, lam=0.0, eta=0.3) == 0.0
+    # cos = 3 / (sqrt(2) * 3) = 0.7071
+    expected = 0.9 - 3 / (2**0.5 * 3)
+    assert bilevel_lambda("cosine", vec(1, 1, 0), vec(3, 0, 0), q=0.0, lam=0.0, eta=0.9) == pytest.approx(expected)
+
+
+def test_value_rule_uses_q() -> None:
+    g_F, g_q = vec(1, 0, 0), vec(-1, 1, 0)  # <g_F, g_q> = -1, ||g_q||^2 = 2
+    # (eta q - <g_F, g_q>) / ||g_q||^2 = (0.5 * 4 + 1) / 2
+    assert bilevel_lambda("value", g_F, g_q, q=4.0, lam=0.0, eta=0.5) == pytest.approx(1.5)
+    assert bilevel_lambda("value", g_F, g_q, q=0.0, lam=0.0, eta=0.5) == pytest.approx(0.5)
+    # q negative enough: clamped at 0
+    assert bilevel_lambda("value", g_F, g_q, q=-10.0, lam=0.0, eta=0.5) == 0.0
+
+
+@pytest.mark.parametrize("rule", ["bome", "value", "cosine"])
+def test_zero_forget_gradient_gives_zero_lambda_not_nan(rule: str) -> None:
+    lam = bilevel_lambda(rule, vec(1, 2, 3), vec(0, 0, 0), q=1.0, lam=0.1, eta=0.1)
+    assert lam == (0.1 if rule == "cosine" else 0.0)  # cosine: cos taken as 0
+
+
+# --- relabel surrogates ---------------------------------------------------------------------------
+
+
+def test_surrogates_are_kept_classes_only() -> None:
+    """The authors' code draws 1..9; ours draws from the kept classes, never a forgotten one."""
+    g = torch.Generator().manual_seed(0)
+    kept = torch.tensor([0, 1, 3, 4, 5, 6, 7, 8, 9])  # forgetting class 2
+    labels = torch.full((5000,), 2)
+    out = draw_surrogates(labels, kept, g)
+    assert set(out.tolist()) == set(kept.tolist())  # every kept class appears, and nothing else
+    counts = torch.bincount(out, minlength=10).float()[kept]
+    assert counts.min() > 0.8 * counts.mean()  # roughly uniform
+
+
+def test_surrogate_is_never_the_items_own_class() -> None:
+    """When the forget set is not whole classes, its items' classes are also kept classes."""
+    g = torch.Generator().manual_seed(1)
+    kept = torch.tensor([0, 1, 2])
+    labels = torch.tensor([0, 1, 2] * 2000)
+    out = draw_surrogates(labels, kept, g)
+    assert not (out == labels).any()
+    assert set(out[labels == 0].tolist()) == {1, 2}
+
+
+def test_method_relabels_to_kept_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unlearnctl.builtin.methods.erasediff as mod
+
+    seen: list[torch.Tensor] = []
+    original = mod.draw_surrogates
+
+    def spy(labels, candidates, generator):
+        out = original(labels, candidates, generator)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(mod, "draw_surrogates", spy)
+    run_erasediff(forget_class=1)
+    drawn = set(torch.cat(seen).tolist())
+    assert drawn and drawn <= {0, 2}
+
+
+# --- targets and options --------------------------------------------------------------------------
+
+
+def test_auto_target_resolves_by_conditioning() -> None:
+    data = tiny_image_set()
+    split = split_forget(data, {data.ids[0]})
+    for conditional, expected in ((True, "relabel"), (False, "uniform")):
+        method = EraseDiff()
+        method.check(tiny_model(conditional=conditional), split)
+        assert method.options.target == expected
+
+
+def test_relabel_on_unconditional_model_is_a_clear_error() -> None:
+    data = tiny_image_set()
+    split = split_forget(data, {data.ids[0]})
+    method = EraseDiff(EraseDiff.Options(target="relabel"))
+    with pytest.raises(UsageError, match=r"relabel.*class-conditional.*target=uniform"):
+        method.check(tiny_model(conditional=False), split)
+
+
+def test_uniform_target_runs_on_unconditional_model() -> None:
+    sha, run = run_erasediff(conditional=False, target="uniform")
+    assert run.optimizer_steps == FAST["steps"]
+    assert sha != state_sha256(tiny_model(conditional=False).unet)
+
+
+def test_relabel_needs_another_kept_class() -> None:
+    data = tiny_image_set(num_classes=1)  # forgetting some images of the only class: nothing to relabel to
+    split = split_forget(data, set(data.ids[:3]))
+    with pytest.raises(UsageError, match="no kept class"):
+        EraseDiff().check(tiny_model(num_classes=1), split)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("lambda_rule", "adaptive"), ("target", "noise"), ("inner_steps", -1), ("lr", 0), ("lambda", -1.0)],
+)
+def test_bad_options_are_rejected(key: str, value: object) -> None:
+    with pytest.raises(OptionError, match=key):
+        resolve_options(EraseDiff, sets={key: value})
+
+
+def test_lambda_option_is_spelled_lambda() -> None:
+    options = resolve_options(EraseDiff, sets=["lambda=0.5", "lambda_rule=value"])
+    assert options.lambda_ == 0.5
+    assert options.model_dump(by_alias=True)["lambda"] == 0.5
+
+
+def test_authors_defaults() -> None:
+    o = EraseDiff.Options()
+    assert (o.lr, o.betas, o.remain_batch_size, o.forget_batch_size) == (1e-4, (0.9, 0.999), 128, 128)
+    assert (o.inner_steps, o.lambda_rule, o.lambda_, o.eta, o.grad_clip) == (2, "fixed", 0.1, 0.1, 1.0)
+    assert (o.ema_decay, o.antithetic, o.same_timesteps, o.class_dropout) == (0.99, True, True, 0.0)
+
+
+# --- the inner loop and the update ----------------------------------------------------------------
+
+
+def test_inner_steps_change_nothing_but_q_under_fixed_lambda() -> None:
+    """The inner loop runs on a copy: under a rule that ignores q its K steps leave the update as is.
+
+    (Under `value` they do change it -- the only rule where they do.)
+    """
+    sha0, run0 = run_erasediff(inner_steps=0)
+    sha3, run3 = run_erasediff(inner_steps=3)
+    assert sha0 == sha3
+    assert run0.last_values["q"] == 0.0 and run3.last_values["q"] > 0.0
+    value0, _ = run_erasediff(inner_steps=0, lambda_rule="value")
+    value3, _ = run_erasediff(inner_steps=3, lambda_rule="value")
+    assert value0 != value3
+
+
+def test_log_lines(tmp_path) -> None:
+    run_erasediff(out_dir=tmp_path, lambda_rule="bome")
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    for line in lines:
+        assert {"loss_r", "loss_f", "q", "lambda", "grad_norm", "lr", "time"} <= set(line)
+        assert line["lambda"] >= 0.0
+
+
+def test_same_seed_same_weights_bit_for_bit() -> None:
+    assert run_erasediff(seed=3)[0] == run_erasediff(seed=3)[0]
+
+
+@pytest.mark.parametrize("change", [{"seed": 4}, {"lambda": 0.2}, {"lambda_rule": "cosine"}, {"target": "uniform"}])
+def test_seed_or_option_changes_weights(change: dict) -> None:
+    assert run_erasediff(seed=3)[0] != run_erasediff(**{"seed": 3, **change})[0]
+
+
+def test_ema_or_raw_weights_are_saved() -> None:
+    ema_sha, ema_run = run_erasediff()
+    raw_sha, raw_run = run_erasediff(save_ema=False)
+    off_sha, off_run = run_erasediff(ema_decay=0.0)
+    assert ema_run.finish() == "ema" and raw_run.finish() == "raw" and off_run.finish() == "raw"
+    assert raw_sha == off_sha != ema_sha

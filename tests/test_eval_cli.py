@@ -1,0 +1,176 @@
+"""``unlearnctl eval``: a tiny model unlearned for a step on the real digits, evaluated end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnctl.evaluate import DEFAULT_SAMPLES_PER_CLASS, METRICS_FILE
+from unlearnctl.judge import Judge
+from unlearnctl.testing.tiny import tiny_model
+
+STEPS = 2
+N = 3
+SAMPLING = ["-n", N, "--steps", STEPS]
+FAST = [*SAMPLING, "--set", "fidelity.kid_subsets=5", "--set", "membership.draws=2"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    """A tiny 10-class model of the digits (naming a judge) and one erasediff run forgetting class 2."""
+    from unlearnctl.runner import ForgetRequest, forget
+
+    root = tmp_path_factory.mktemp("eval")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Judge(10).eval().save(root / "judge")
+    model = tiny_model(num_classes=10)
+    model.default_dataset = "digits"
+    model.extra = {"judge": str(root / "judge"), "weights": "ema"}
+    model.save(root / "tiny")
+    run = root / "run"
+    forget(
+        ForgetRequest(
+            model=str(root / "tiny"),
+            classes="2",
+            steps=1,
+            grid_per_class=0,
+            out=run,
+            device="cpu",
+            sets=["remain_batch_size=8", "forget_batch_size=8"],
+        )
+    )
+    return {"root": root, "model": root / "tiny", "run": run, "judge": root / "judge"}
+
+
+def test_eval_run_writes_metrics_and_grids_side_by_side(cli, setup):
+    run = setup["run"]
+    result = cli("eval", run, *FAST)
+    assert result.exit_code == 0, result.output
+    for text in ("base (reference)", "unlearned", "delta", "forgetting", "kept", "fidelity", "membership"):
+        assert text in result.stdout
+    data = json.loads((run / METRICS_FILE).read_text())
+
+    # the reference is the run's base model, identified by the weights the run started from
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert data["reference"]["spec"] == manifest["weights"]["model"]
+    assert data["reference"]["matches_manifest_input"] is True
+    assert data["model"]["weights"] == manifest["weights"]["saved_weights"]
+    # every protocol knob
+    proto = data["protocol"]
+    assert (proto["sampler"], proto["steps"], proto["eta"], proto["guidance"]) == ("ddim", STEPS, 0.0, 2.0)
+    assert proto["samples_per_class"] == N and proto["seed"] == 0
+    assert proto["forget_classes"] == [2] and proto["kept_classes"] == [c for c in range(10) if c != 2]
+    assert proto["feature_extractor"]["kind"] == "judge" and proto["judge"]["path"] == str(setup["judge"])
+    ref_set = proto["reference_set"]
+    assert (
+        ref_set["dataset"] == "digits" and ref_set["split"] == "train" and ref_set["classes"] == proto["kept_classes"]
+    )
+    assert ref_set["size"] == sum(1 for lbl in _digits_train_labels() if lbl != 2)
+    assert proto["metrics"]["fidelity"]["kid_subsets"] == 5
+    # sampling: once per model, all 10 classes in one batch -> one guided UNet call per step
+    for role in ("model", "reference"):
+        cost = data["sampling"][role]
+        assert cost["images"] == 10 * N
+        assert cost["unet_forward_calls"] == STEPS
+        assert cost["unet_image_evaluations"] == 2 * 10 * N * STEPS
+    results = data["results"]
+    assert set(results["model"]) == set(results["reference"]) == {"forgetting", "kept", "fidelity", "membership"}
+    assert results["model"]["membership"]["n_members"] == sum(1 for lbl in _digits_train_labels() if lbl == 2)
+    assert data["delta"]["fidelity.fid"] == pytest.approx(
+        results["model"]["fidelity"]["fid"] - results["reference"]["fidelity"]["fid"]
+    )
+    for name in ("eval-forgotten", "eval-kept"):
+        png = run / data["files"][name]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # never clobbered without --overwrite; with it, the same seeds give the same numbers
+    before = (run / METRICS_FILE).read_bytes()
+    refused = cli("eval", run, *FAST)
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+    assert (run / METRICS_FILE).read_bytes() == before
+    again = cli("eval", run, *FAST, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert json.loads((run / METRICS_FILE).read_text())["results"] == results
+
+
+def _digits_train_labels() -> list[int]:
+    from unlearnctl.builtin.datasets import Digits
+
+    return Digits().load("train").labels
+
+
+def test_a_model_against_itself_differs_by_exactly_nothing(cli, setup, tmp_path):
+    result = cli(
+        "eval",
+        setup["model"],
+        "--against",
+        setup["model"],
+        "--classes",
+        "2",
+        "--json",
+        *SAMPLING,
+        "--metrics",
+        "forgetting,kept,fidelity",
+        "--set",
+        "fidelity.kid_subsets=5",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["delta"] and all(v == 0 for v in data["delta"].values())
+    assert data["reference"]["source"] == "--against"
+    assert not any(tmp_path.rglob(METRICS_FILE)) and not (setup["model"] / METRICS_FILE).exists()
+
+
+def test_bare_model_writes_to_out_and_evaluates_alone(cli, setup, tmp_path):
+    out = tmp_path / "eval"
+    threads = torch.get_num_threads()
+    result = cli(
+        "eval", setup["model"], "--classes", "2,5", "--out", out, *SAMPLING, "--metrics", "forgetting", "--threads", 1
+    )
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads  # restored
+    data = json.loads((out / METRICS_FILE).read_text())
+    assert data["protocol"]["cpu_threads"] == 1
+    assert data["reference"] is None and data["delta"] == {}
+    assert data["protocol"]["forget_classes"] == [2, 5]
+    assert data["sampling"]["model"]["images"] == 2 * N  # only the classes the metric reads were sampled
+    assert (out / "samples" / "eval-forgotten.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics", "forgeting"], "did you mean 'forgetting'"),
+        (["--set", "fidelity.kid_subset=3"], "did you mean 'kid_subsets'"),
+        (["--set", "fidelity"], "METRIC.OPTION=VALUE"),
+        (["--set", "kept.x=1", "--metrics", "forgetting"], "not being computed"),
+        (["--classes", "2,x"], "class ids"),
+        (["--classes", "12"], "between 0 and 9"),
+        (["--sampler", "euler"], "ddim or ddpm"),
+        (["-n", "1"], "at least 2"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli, setup, args, message):
+    result = (
+        cli("eval", setup["model"], "--classes", "2", *args)
+        if "--classes" not in args
+        else cli("eval", setup["model"], *args)
+    )
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bare_model_needs_classes(cli, setup):
+    result = cli("eval", setup["model"])
+    assert result.exit_code == 2 and "--classes" in result.stderr
+
+
+def test_help_default_matches_the_core():
+    from unlearnctl.cli import eval_cmd
+
+    assert eval_cmd.DEFAULT_SAMPLES_PER_CLASS == DEFAULT_SAMPLES_PER_CLASS
