@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.unlearnctl-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# Passive OpenMP waiting: spinning threads make torch 10-20x slower when the cores are shared.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 DEMO_RUN := runs/demo-$(shell date -u +%Y%m%dT%H%M%SZ)
 
 .PHONY: venv lint test demo docs clean

@@ -1,7 +1,7 @@
 """Every built-in method on the built-in ``ddpm-digits`` model, forgetting class 2: one table, one plot.
 
 Each method runs through the CLI exactly as a user would run it (``unlearnctl forget --method NAME``, the
-same seed, its default options -- the unlearning methods share EraseDiff's budget of 300 Adam steps;
+same seed, its default options -- the unlearning methods share EraseDiff's default number of Adam steps;
 ``retrain`` trains from scratch with the built-in model's own recipe, 6,000 steps), then ``unlearnctl
 eval RUN`` (default protocol), then ``unlearnctl compare`` for the trade-off plot. The table goes into
 ``docs/results-digits.md`` between the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers;
@@ -37,8 +37,6 @@ METHODS = [
     "selective-amnesia",
     "retrain",
 ]
-#: extra EraseDiff variants run beside the default (name -> --set values)
-VARIANTS = {"erasediff-bome": ("erasediff", ["lambda_rule=bome"])}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -103,7 +101,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "docs/img/compare-all-methods.png")
     args = ap.parse_args()
 
-    runs = {m: (m, []) for m in METHODS} | VARIANTS
+    runs = {m: (m, []) for m in METHODS}
     names = [n for n in runs if not args.only or n in args.only.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:

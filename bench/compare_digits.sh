@@ -29,11 +29,12 @@ run() {
     fi
 }
 
-# 1. EraseDiff with its defaults (relabel erasure loss, fixed lambda = 0.1)
-run erasediff
-# 2. the BOME lambda rule instead of a fixed lambda
+# Options are spelled out, so that the runs stay what their names say when defaults change.
+# 1. EraseDiff with the authors' fixed lambda = 0.1 (relabel erasure loss)
+run erasediff-fixed --set lambda_rule=fixed
+# 2. the BOME lambda rule
 run erasediff-bome --set lambda_rule=bome
-# 3. the uniform-noise erasure loss (paper v1), with Gaussian input corruption
-run erasediff-uniform --set target=uniform --set corruption=gaussian
+# 3. the uniform-noise erasure loss (paper v1), with Gaussian input corruption, BOME lambda
+run erasediff-uniform --set lambda_rule=bome --set target=uniform --set corruption=gaussian
 
-"$UNLEARNCTL" compare "$OUT/erasediff" "$OUT/erasediff-bome" "$OUT/erasediff-uniform" --plot "$PLOT" --overwrite
+"$UNLEARNCTL" compare "$OUT/erasediff-fixed" "$OUT/erasediff-bome" "$OUT/erasediff-uniform" --plot "$PLOT" --overwrite

@@ -15,7 +15,11 @@ from unlearnctl.judge import Judge
 from unlearnctl.testing.tiny import tiny_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
-VARIANTS = {"fixed": [], "bome": ["lambda_rule=bome"], "uniform": ["target=uniform"]}
+VARIANTS = {
+    "fixed": ["lambda_rule=fixed"],
+    "bome": ["lambda_rule=bome"],
+    "uniform": ["lambda_rule=bome", "target=uniform"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +82,14 @@ def test_table_json_and_plot(cli, runs, tmp_path):
         assert row["fid"] == metrics["fidelity"]["fid"]
         assert row["kept_rate"] == metrics["kept"]["mean_rate"]
         assert row["mia_auc"] is None  # not evaluated
-    assert rows[1]["key_options"].get("lambda_rule") == "bome" and "lambda_rule" not in rows[0]["key_options"]
-    assert rows[2]["key_options"].get("target") == "uniform"
+    # key options: what tells runs of one method apart (here lambda_rule and target vary, nothing else)
+    assert [r["key_options"] for r in rows] == [
+        {"lambda_rule": "fixed", "target": rows[0]["options"]["target"]},
+        {"lambda_rule": "bome", "target": rows[1]["options"]["target"]},
+        {"lambda_rule": "bome", "target": "uniform"},
+    ]
+    assert rows[0]["options"]["target"] != "uniform"
+    assert "remain_batch_size" in rows[0]["options"]
     # one base model: all three runs started from it
     assert len(data["references"]) == 1 and data["references"][0]["name"] == "base: tiny"
     assert data["warnings"] == []
@@ -87,7 +97,7 @@ def test_table_json_and_plot(cli, runs, tmp_path):
 
     table = cli("compare", *paths, "--no-plot")
     assert table.exit_code == 0
-    for text in ("base: tiny", "fixed", "bome", "uniform", "lambda_rule=bome", "FID"):
+    for text in ("base: tiny", "fixed", "bome", "uniform", "lambda_rule=fixed", "target=uniform", "FID"):
         assert text in table.stdout
 
 
@@ -124,6 +134,16 @@ def test_runs_evaluated_under_different_protocols_are_flagged(runs, tmp_path):
     (other / METRICS_FILE).write_text(json.dumps(data))
     result = compare([runs["fixed"], other])
     assert len(result.warnings) == 1 and "different protocols" in result.warnings[0]
+
+
+def test_a_single_run_shows_its_non_default_options(runs):
+    from unlearnctl.registry import get_registry
+
+    row = compare([runs["uniform"]], get_registry()).rows[0]
+    defaults = get_registry().get("method", "erasediff").cls.Options().model_dump(mode="json", by_alias=True)
+    assert row["key_options"]["target"] == "uniform"
+    assert all(defaults[k] != v for k, v in row["key_options"].items())
+    assert "steps" not in row["key_options"]  # it has its own column
 
 
 def test_not_a_run_folder(tmp_path):

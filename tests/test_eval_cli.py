@@ -174,3 +174,46 @@ def test_help_default_matches_the_core():
     from unlearnctl.cli import eval_cmd
 
     assert eval_cmd.DEFAULT_SAMPLES_PER_CLASS == DEFAULT_SAMPLES_PER_CLASS
+
+
+def test_unconditional_model_is_judged_by_class_shares(cli, setup, tmp_path):
+    model = tiny_model(conditional=False)
+    model.save(tmp_path / "uncond")
+    out = tmp_path / "eval"
+    result = cli(
+        "eval", tmp_path / "uncond", "--against", tmp_path / "uncond", "--classes", "2", "--dataset", "digits",
+        "--judge", setup["judge"], "--out", out, *SAMPLING, "--metrics", "forgetting,kept,fidelity",
+        "--set", "fidelity.kid_subsets=3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / METRICS_FILE).read_text())
+    model_results = data["results"]["model"]
+    assert model_results["forgetting"]["mode"] == "unconditional" and "ua" not in model_results["forgetting"]
+    assert model_results["fidelity"]["n_generated"] == 10 * N  # one unconditional set: n x the judge's classes
+    shares = model_results["kept"]["per_class_share"]
+    assert model_results["kept"]["share"] == pytest.approx(sum(shares.values()))
+    assert data["sampling"]["model"]["unet_image_evaluations"] == 10 * N * STEPS  # no guidance pass
+    assert data["protocol"]["guidance"] == 0.0
+    assert (out / "samples" / "eval-unconditional.png").is_file()
+
+
+def test_reference_of_another_kind_is_refused(cli, setup, tmp_path):
+    model = tiny_model(conditional=False)
+    model.save(tmp_path / "uncond")
+    result = cli("eval", setup["model"], "--against", tmp_path / "uncond", "--classes", "2")
+    assert result.exit_code == 2 and "same kind of images" in result.stderr
+
+
+def test_missing_judge_or_inception_weights_fail_before_sampling(cli, setup, tmp_path):
+    no_judge = tiny_model(num_classes=10)
+    no_judge.default_dataset = "digits"
+    no_judge.save(tmp_path / "no-judge")
+    out = tmp_path / "eval"
+    result = cli("eval", tmp_path / "no-judge", "--classes", "2", "--out", out, "--metrics", "kept")
+    assert result.exit_code == 2 and "--judge" in result.stderr
+    result = cli(
+        "eval", setup["model"], "--classes", "2", "--out", out, "--metrics", "fidelity",
+        "--set", "fidelity.feature_extractor=inception",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "fidelity.inception_weights=FILE" in result.stderr
+    assert not out.exists() or not any(out.iterdir())

@@ -593,7 +593,10 @@ def prepare_eval(request: EvalRequest, registry: Any = None, progress: Progress 
     )
     reference = None
     reference_source = None
-    ref_spec = req.against or (_reference_spec(manifest) if manifest is not None else None)
+    # a `forget` run starts from a model (its reference); a `train` run starts from scratch: --against only
+    ref_spec = req.against or (
+        _reference_spec(manifest) if manifest is not None and manifest.kind == "forget" else None
+    )
     if ref_spec is not None:
         reference_source = "--against" if req.against else "manifest weights.model"
         say(f"loading reference {ref_spec}")
@@ -718,6 +721,9 @@ def run_eval(prepared: PreparedEval, progress: Progress | None = None) -> EvalRe
     planned: set[int] = set()
     for metric in p.metrics:
         planned |= metric_sample_classes(type(metric), contexts["model"])
+        # optional: check settings and build expensive pieces before any sampling (fail early)
+        if callable(getattr(metric, "prepare", None)):
+            metric.prepare(contexts["model"])
     results: dict[str, dict[str, Any]] = {}
     timings: dict[str, dict[str, float]] = {}
     for role, ctx in contexts.items():
@@ -1026,6 +1032,21 @@ def _key_options(registry: Any, manifest: Manifest) -> dict[str, Any]:
     return {k: v for k, v in options.items() if defaults.get(k, object()) != v and k != "steps"}
 
 
+def _distinguishing_options(rows: list[dict[str, Any]]) -> None:
+    """Where several runs share a method, their ``key_options`` become the options that tell them apart
+    (values not all equal); a method's only run keeps its non-default options."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    for group in by_method.values():
+        if len(group) < 2:
+            continue
+        keys = sorted({k for row in group for k in row["options"]} - {"steps"})
+        varying = [k for k in keys if len({json.dumps(r["options"].get(k), sort_keys=True) for r in group}) > 1]
+        for row in group:
+            row["key_options"] = {k: row["options"].get(k) for k in varying}
+
+
 def summary_row(results: dict[str, Any]) -> dict[str, float | None]:
     """The headline numbers of one model's results (what `compare` tabulates and plots)."""
     return {
@@ -1047,7 +1068,11 @@ class CompareResult:
 
 
 def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
-    """One row per run: method, key options, forgetting, kept-class rate, FID, wall time, steps."""
+    """One row per run: method, key options, forgetting, kept-class rate, FID, wall time, steps.
+
+    ``key_options``: for runs of one method, the options whose values differ between them; for a
+    method's only run, the options that differ from the method's defaults. ``options``: all of them.
+    """
     if not runs:
         raise UsageError("compare needs at least one run folder")
     rows = []
@@ -1068,6 +1093,7 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
             "name": run.name,
             "method": manifest.method.name if manifest.method else manifest.kind,
             "key_options": _key_options(registry, manifest),
+            "options": dict(manifest.method.options) if manifest.method else {},
             "forget_classes": list(manifest.forget.forget_classes) if manifest.forget else [],
             **summary_row(metrics.get("results", {}).get("model", {})),
             "wall_time_s": manifest.wall_time_s,
@@ -1082,6 +1108,7 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
                 "spec": ref.get("spec"),
                 **summary_row(metrics.get("results", {}).get("reference", {})),
             }
+    _distinguishing_options(rows)
     if len(set(protocols.values())) > 1:
         warnings.append(
             "the runs were evaluated under different protocols (sampler, steps, guidance, samples, seed, forgotten "
@@ -1097,7 +1124,7 @@ def _short(text: str, limit: int = 70) -> str:
 def run_label(row: dict[str, Any]) -> str:
     """``run-name: method (non-default options)`` for tables and plot legends."""
     opts = ", ".join(f"{a}={b}" for a, b in row["key_options"].items())
-    return _short(f"{row['name']}: {row['method']}" + (f" ({opts})" if opts else ""))
+    return _short(f"{row['name']}: {row['method']}" + (f" ({opts})" if opts else ""), 100)
 
 
 def trade_off_plot(result: CompareResult, path: Path, overwrite: bool = False) -> Path:

@@ -57,6 +57,10 @@ def atomic_run_dir(final: Path) -> Iterator[Path]:
         yield tmp
         if final.exists():  # someone else took the name while we worked
             raise RunFolderExistsError(f"'{final}' appeared while the run was writing; the run was not saved")
+        # mkdtemp makes the folder private (0700); a run folder gets the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -59,7 +59,9 @@ class Forgetting(Metric):
 
     name = "forgetting"
     needs_samples: ClassVar[tuple[str, ...]] = ("forget",)
-    summary: ClassVar[tuple[str, ...]] = ("recognition_rate", "ua", "mean_p_forgotten", "mean_entropy")
+
+    def prepare(self, ctx: Any) -> None:
+        ctx.require_judge(self.name)
 
     def compute(self, ctx: Any) -> dict[str, Any]:
         judge = ctx.require_judge(self.name)
@@ -94,7 +96,9 @@ class Kept(Metric):
 
     name = "kept"
     needs_samples: ClassVar[tuple[str, ...]] = ("kept",)
-    summary: ClassVar[tuple[str, ...]] = ("mean_rate", "min_rate", "share")
+
+    def prepare(self, ctx: Any) -> None:
+        ctx.require_judge(self.name)
 
     def compute(self, ctx: Any) -> dict[str, Any]:
         judge = ctx.require_judge(self.name)
@@ -128,7 +132,6 @@ class Fidelity(Metric):
 
     name = "fidelity"
     needs_samples: ClassVar[tuple[str, ...]] = ("kept",)
-    summary: ClassVar[tuple[str, ...]] = ("fid", "kid_mean", "precision", "recall")
 
     class Options(Options):
         feature_extractor: Literal["auto", "judge", "inception"] = Field(
@@ -164,6 +167,10 @@ class Fidelity(Metric):
                 extractor = FeatureExtractor.inception(self.options.inception_weights, self.options.inception_sha256)
             ctx.cache[key] = extractor
         return ctx.cache[key]
+
+    def prepare(self, ctx: Any) -> None:
+        if ctx.kept_classes:
+            self._extractor(ctx)
 
     def compute(self, ctx: Any) -> dict[str, Any]:
         from unlearnctl.fidelity import fidelity_metrics
@@ -232,7 +239,6 @@ class Membership(Metric):
 
     name = "membership"
     needs_samples: ClassVar[tuple[str, ...]] = ()
-    summary: ClassVar[tuple[str, ...]] = ("auc", "tpr_at_fpr", "mean_loss_forget", "mean_loss_heldout")
 
     class Options(Options):
         draws: int = Field(16, ge=1, description="(t, noise) draws per image, averaged")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 
 #: outer steps on the built-in ddpm-digits model (see docs/erasediff.md, "Choosing the defaults")
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 100
 
 
 def bilevel_lambda(
@@ -119,7 +119,9 @@ class EraseDiff(Method):
             "gaussian (eps ~ N(0, I), as the sampler sees it); the target is u either way",
         )
         lambda_rule: LambdaRule = Field(
-            "fixed", description="how lambda_i is chosen each step: fixed, bome, cosine or value (docs/erasediff.md)"
+            "bome",
+            description="how lambda_i is chosen each step: fixed (the authors' default), bome, cosine or value "
+            "(docs/erasediff.md)",
         )
         lambda_: float = Field(0.1, ge=0, alias="lambda", description="lambda of the fixed rule (weight of grad q)")
         eta: float = Field(0.1, ge=0, description="eta of the bome, cosine and value rules")
@@ -131,8 +133,10 @@ class EraseDiff(Method):
         remain_batch_size: int = Field(128, ge=1, description="images of D_r per step")
         forget_batch_size: int = Field(128, ge=1, description="images of D_f per step")
         grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip of every step, inner ones too (0 = off)")
-        ema_decay: float = Field(0.99, ge=0, lt=1, description="EMA rate of the weights (0 = no EMA)")
-        save_ema: bool = Field(True, description="save the EMA weights (else the raw ones); needs ema_decay > 0")
+        save_ema: bool = Field(
+            False, description="save an EMA of the weights (the authors') instead of the raw weights; see the docs"
+        )
+        ema_decay: float = Field(0.99, ge=0, lt=1, description="rate of that EMA (0 = none, raw weights saved)")
         antithetic: bool = Field(True, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t")
         same_timesteps: bool = Field(True, description="use the same t for the remain and the forget batch")
         class_dropout: float = Field(
@@ -201,7 +205,7 @@ class EraseDiff(Method):
         self.check(model, run.split)
         params = [p for p in unet.parameters() if p.requires_grad]
         optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        run.use_ema(o.ema_decay, save=o.save_ema)
+        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
         phi = copy.deepcopy(unet)  # the inner problem's weights, reset to theta every step
         phi_params = [p for p in phi.parameters() if p.requires_grad]
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)

@@ -24,15 +24,16 @@ from pydantic import Field
 from unlearnctl import Method, Options
 from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
 
-from .erasediff import draw_surrogates
+from .erasediff import DEFAULT_STEPS, EraseDiff, draw_surrogates
 from .losses import check_relabel, relabel_loss
 
 if TYPE_CHECKING:
     from unlearnctl import DiffusionModel, ForgetSplit
     from unlearnctl.runner import UnlearnRun
 
-#: the same step budget as EraseDiff's default (a fair comparison on ddpm-digits)
-DEFAULT_STEPS = 300
+
+#: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them
+_ERASEDIFF = EraseDiff.Options()
 
 
 class RandomLabel(Method):
@@ -46,19 +47,26 @@ class RandomLabel(Method):
     conditional_only = True
 
     class Options(Options):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (same default as erasediff)")
+        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (the same budget as erasediff's default)")
         alpha: float = Field(3.0, ge=0, description="weight of the remaining-set DDPM loss F (SalUn's, per pixel)")
-        lr: float = Field(1e-4, gt=0, description="Adam learning rate")
-        betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
-        weight_decay: float = Field(0.0, ge=0, description="weight decay (> 0 switches to AdamW)")
-        remain_batch_size: int = Field(128, ge=1, description="images of D_r per step")
-        forget_batch_size: int = Field(128, ge=1, description="images of D_f per step")
-        grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip (0 = off)")
-        ema_decay: float = Field(0.99, ge=0, lt=1, description="EMA rate of the weights (0 = no EMA)")
-        save_ema: bool = Field(True, description="save the EMA weights (else the raw ones); needs ema_decay > 0")
-        antithetic: bool = Field(True, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t")
+        lr: float = Field(_ERASEDIFF.lr, gt=0, description="Adam learning rate")
+        betas: tuple[float, float] = Field(_ERASEDIFF.betas, description="Adam betas")
+        weight_decay: float = Field(_ERASEDIFF.weight_decay, ge=0, description="weight decay (> 0 switches to AdamW)")
+        remain_batch_size: int = Field(_ERASEDIFF.remain_batch_size, ge=1, description="images of D_r per step")
+        forget_batch_size: int = Field(_ERASEDIFF.forget_batch_size, ge=1, description="images of D_f per step")
+        grad_clip: float = Field(_ERASEDIFF.grad_clip, ge=0, description="gradient-norm clip (0 = off)")
+        save_ema: bool = Field(
+            _ERASEDIFF.save_ema, description="save an EMA of the weights instead of the raw weights (as erasediff)"
+        )
+        ema_decay: float = Field(_ERASEDIFF.ema_decay, ge=0, lt=1, description="rate of that EMA (0 = none)")
+        antithetic: bool = Field(
+            _ERASEDIFF.antithetic, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t"
+        )
         class_dropout: float = Field(
-            0.0, ge=0, lt=1, description="probability of the null class on remain labels (guidance dropout; off)"
+            _ERASEDIFF.class_dropout,
+            ge=0,
+            lt=1,
+            description="probability of the null class on remain labels (guidance dropout; off)",
         )
 
     def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
@@ -70,7 +78,7 @@ class RandomLabel(Method):
         self.check(model, run.split)
         params = [p for p in unet.parameters() if p.requires_grad]
         optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        run.use_ema(o.ema_decay, save=o.save_ema)
+        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
         remain = run.batches("remain", o.remain_batch_size)
         forget = run.batches("forget", o.forget_batch_size)
