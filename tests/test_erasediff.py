@@ -167,32 +167,39 @@ def test_lambda_option_is_spelled_lambda() -> None:
     assert options.model_dump(by_alias=True)["lambda"] == 0.5
 
 
-def test_authors_defaults() -> None:
+def test_defaults() -> None:
+    """The authors' setting, except the lambda rule, the saved weights and the steps (docs/erasediff.md)."""
     o = EraseDiff.Options()
     assert (o.lr, o.betas, o.remain_batch_size, o.forget_batch_size) == (1e-4, (0.9, 0.999), 128, 128)
-    assert (o.inner_steps, o.lambda_rule, o.lambda_, o.eta, o.grad_clip) == (2, "fixed", 0.1, 0.1, 1.0)
+    assert (o.inner_steps, o.lambda_, o.eta, o.grad_clip) == (2, 0.1, 0.1, 1.0)
     assert (o.ema_decay, o.antithetic, o.same_timesteps, o.class_dropout) == (0.99, True, True, 0.0)
+    assert (o.target, o.lambda_rule, o.save_ema, o.steps) == ("auto", "bome", False, 150)
 
 
 # --- the inner loop and the update ----------------------------------------------------------------
 
 
-def test_inner_steps_change_nothing_but_q_under_fixed_lambda() -> None:
-    """The inner loop runs on a copy: under a rule that ignores q its K steps leave the update as is.
-
-    (Under `value` they do change it -- the only rule where they do.)
-    """
-    sha0, run0 = run_erasediff(inner_steps=0)
-    sha3, run3 = run_erasediff(inner_steps=3)
-    assert sha0 == sha3
+@pytest.mark.parametrize("rule", ["fixed", "bome", "cosine"])
+def test_inner_steps_change_nothing_but_q_where_lambda_ignores_q(rule: str) -> None:
+    """The inner loop runs on a copy: under a rule that ignores q its K steps leave the update as is,
+    so skipping it (the default under these rules) is exact. Under `value` they change it."""
+    skipped, run_skipped = run_erasediff(lambda_rule=rule)
+    sha0, run0 = run_erasediff(lambda_rule=rule, inner_steps=0, log_q=True)
+    sha3, run3 = run_erasediff(lambda_rule=rule, inner_steps=3, log_q=True)
+    assert skipped == sha0 == sha3
+    assert "q" not in run_skipped.last_values
     assert run0.last_values["q"] == 0.0 and run3.last_values["q"] > 0.0
+
+
+def test_inner_steps_change_the_update_under_value() -> None:
     value0, _ = run_erasediff(inner_steps=0, lambda_rule="value")
-    value3, _ = run_erasediff(inner_steps=3, lambda_rule="value")
+    value3, run3 = run_erasediff(inner_steps=3, lambda_rule="value")
     assert value0 != value3
+    assert run3.last_values["q"] > 0.0
 
 
 def test_log_lines(tmp_path) -> None:
-    run_erasediff(out_dir=tmp_path, lambda_rule="bome")
+    run_erasediff(out_dir=tmp_path, lambda_rule="value")
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3]
     for line in lines:
@@ -204,14 +211,23 @@ def test_same_seed_same_weights_bit_for_bit() -> None:
     assert run_erasediff(seed=3)[0] == run_erasediff(seed=3)[0]
 
 
-@pytest.mark.parametrize("change", [{"seed": 4}, {"lambda": 0.2}, {"lambda_rule": "cosine"}, {"target": "uniform"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 4},
+        {"eta": 0.2},
+        {"lambda_rule": "cosine"},
+        {"lambda_rule": "fixed", "lambda": 0.5},
+        {"target": "uniform"},
+    ],
+)
 def test_seed_or_option_changes_weights(change: dict) -> None:
     assert run_erasediff(seed=3)[0] != run_erasediff(**{"seed": 3, **change})[0]
 
 
 def test_ema_or_raw_weights_are_saved() -> None:
-    ema_sha, ema_run = run_erasediff()
-    raw_sha, raw_run = run_erasediff(save_ema=False)
-    off_sha, off_run = run_erasediff(ema_decay=0.0)
-    assert ema_run.finish() == "ema" and raw_run.finish() == "raw" and off_run.finish() == "raw"
+    raw_sha, raw_run = run_erasediff()
+    ema_sha, ema_run = run_erasediff(save_ema=True)
+    off_sha, off_run = run_erasediff(save_ema=True, ema_decay=0.0)
+    assert (raw_run.finish(), ema_run.finish(), off_run.finish()) == ("raw", "ema", "raw")
     assert raw_sha == off_sha != ema_sha

@@ -65,7 +65,7 @@ def test_seed_and_options_change_the_output_hash(tiny, tmp_path: Path) -> None:
     base = read_manifest(run(tmp_path / "a")).weights.output_sha256
     assert read_manifest(run(tmp_path / "b")).weights.output_sha256 == base
     assert read_manifest(run(tmp_path / "c", seed=1)).weights.output_sha256 != base
-    assert read_manifest(run(tmp_path / "d", sets=["lambda=0.5"])).weights.output_sha256 != base
+    assert read_manifest(run(tmp_path / "d", sets=["eta=0.5"])).weights.output_sha256 != base
 
 
 def test_a_different_output_fails_verification(cli, tiny, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from .errors import ModelNotAvailableError, UsageError
-from .models import file_sha256
+from .models import file_sha256, state_sha256
 
 JUDGE_EXTRACTOR = "unlearnctl-judge"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -139,7 +139,8 @@ class FeatureExtractor:
 
     @classmethod
     def from_judge(cls, judge: torch.nn.Module, source: str | None = None, **extra: Any) -> FeatureExtractor:
-        return cls(kind="judge", judge=judge, source=source, extra=extra)
+        """The judge's penultimate features; ``sha256`` is that of its weights (``models.state_sha256``)."""
+        return cls(kind="judge", judge=judge, source=source, sha256=state_sha256(judge), extra=extra)
 
     @classmethod
     def inception(cls, weights: Path | None = None, expected_sha256: str | None = None) -> FeatureExtractor:

@@ -118,7 +118,7 @@ def protocol_line(payload: dict[str, Any]) -> str:
         + (f" vs. {payload['reference']['weights']}" if payload.get("reference") else ""),
     ]
     if fe:
-        parts.append(f"FID features: {fe.get('kind')}" + (f" (sha256 {fe['sha256']})" if fe.get("sha256") else ""))
+        parts.append(f"FID features: {fe.get('kind')}")
     ref_set = p.get("reference_set")
     if ref_set:
         parts.append(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 
 #: outer steps on the built-in ddpm-digits model (see docs/erasediff.md, "Choosing the defaults")
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 150
 
 
 def bilevel_lambda(
@@ -125,10 +125,15 @@ class EraseDiff(Method):
         )
         lambda_: float = Field(0.1, ge=0, alias="lambda", description="lambda of the fixed rule (weight of grad q)")
         eta: float = Field(0.1, ge=0, description="eta of the bome, cosine and value rules")
-        inner_steps: int = Field(2, ge=0, description="K: gradient steps on f on a copy of the weights")
+        inner_steps: int = Field(
+            2, ge=0, description="K: Adam steps on f on a copy of the weights (read by the value rule only)"
+        )
         inner_lr: float | None = Field(None, gt=0, description="learning rate of the inner Adam steps (None: lr)")
         lr: float = Field(1e-4, gt=0, description="Adam learning rate of the outer update")
         betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (outer and inner)")
+        log_q: bool = Field(
+            False, description="run the inner steps under fixed/bome/cosine too, to log q (no effect on the update)"
+        )
         weight_decay: float = Field(0.0, ge=0, description="weight decay (> 0 switches to AdamW)")
         remain_batch_size: int = Field(128, ge=1, description="images of D_r per step")
         forget_batch_size: int = Field(128, ge=1, description="images of D_f per step")
@@ -206,8 +211,11 @@ class EraseDiff(Method):
         params = [p for p in unet.parameters() if p.requires_grad]
         optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
-        phi = copy.deepcopy(unet)  # the inner problem's weights, reset to theta every step
-        phi_params = [p for p in phi.parameters() if p.requires_grad]
+        # The inner problem's weights phi, reset to theta_i every step. Only the `value` rule reads the inner
+        # result; under the others it cannot change the update (docs/erasediff.md), so it runs only for log_q.
+        inner_needed = o.lambda_rule == "value" or o.log_q
+        phi = copy.deepcopy(unet) if inner_needed else None
+        phi_params = [p for p in phi.parameters() if p.requires_grad] if phi is not None else []
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
         remain = run.batches("remain", o.remain_batch_size)
         forget = run.batches("forget", o.forget_batch_size)
@@ -234,27 +242,31 @@ class EraseDiff(Method):
 
             # 2. Inner problem: phi^0 = theta_i, then K Adam steps on f(phi) -- on a copy, theta_i is not
             #    changed. phi^0 = theta_i, so the first inner gradient is g_q itself. Same batch and draws.
-            f_phi = f_theta.detach()
-            if o.inner_steps > 0:
-                with torch.no_grad():
-                    for p_phi, p_theta in zip(phi_params, params, strict=True):
-                        p_phi.copy_(p_theta)
-                inner = torch.optim.Adam(phi_params, lr=o.inner_lr or o.lr, betas=o.betas)
-                g = g_q
-                for k in range(o.inner_steps):
-                    if k > 0:
-                        with run.autocast():
-                            f_k = self.forget_loss(phi, fb)
-                        g = run.grads(f_k, phi_params)
-                    for p_phi, g_k in zip(phi_params, g, strict=True):
-                        p_phi.grad = g_k.clone()
-                    if o.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(phi_params, o.grad_clip)
-                    inner.step()
-                with torch.no_grad(), run.autocast():
-                    f_phi = self.forget_loss(phi, fb)
-            # 3. q(theta_i) = f(theta_i) - f(phi^K) >= 0 (approximately): how far theta_i is from erased.
-            q = float(f_theta.detach() - f_phi)
+            values = {}
+            q = 0.0
+            if inner_needed:
+                f_phi = f_theta.detach()
+                if o.inner_steps > 0:
+                    with torch.no_grad():
+                        for p_phi, p_theta in zip(phi_params, params, strict=True):
+                            p_phi.copy_(p_theta)
+                    inner = torch.optim.Adam(phi_params, lr=o.inner_lr or o.lr, betas=o.betas)
+                    g = g_q
+                    for k in range(o.inner_steps):
+                        if k > 0:
+                            with run.autocast():
+                                f_k = self.forget_loss(phi, fb)
+                            g = run.grads(f_k, phi_params)
+                        for p_phi, g_k in zip(phi_params, g, strict=True):
+                            p_phi.grad = g_k.clone()
+                        if o.grad_clip > 0:
+                            torch.nn.utils.clip_grad_norm_(phi_params, o.grad_clip)
+                        inner.step()
+                    with torch.no_grad(), run.autocast():
+                        f_phi = self.forget_loss(phi, fb)
+                # 3. q(theta_i) = f(theta_i) - f(phi^K) >= 0 (approximately): how far theta_i is from erased.
+                q = float(f_theta.detach() - f_phi)
+                values["q"] = q
 
             # 4. The outer (utility) objective F(theta_i): the DDPM loss on D_r, and g_F = grad F.
             with run.autocast():
@@ -268,7 +280,5 @@ class EraseDiff(Method):
             update = [gf.add(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]
             grad_norm = run.apply_gradients(optimizer, update, clip=o.grad_clip)
 
-            run.log(
-                step,
-                {"loss_r": loss_r.item(), "loss_f": f_theta.item(), "q": q, "lambda": lam, "grad_norm": grad_norm},
-            )
+            run.log(step, {"loss_r": loss_r.item(), "loss_f": f_theta.item(), **values, "lambda": lam,
+                           "grad_norm": grad_norm})  # fmt: skip
