@@ -1,8 +1,9 @@
 """Every built-in method on the built-in ``ddpm-digits`` model, forgetting class 2: one table, one plot.
 
 Each method runs through the CLI exactly as a user would run it (``unlearnctl forget --method NAME``, the
-same seed, its default options -- the unlearning methods share EraseDiff's default number of Adam steps;
-``retrain`` trains from scratch with the built-in model's own recipe, 6,000 steps), then ``unlearnctl
+same seed, its default options and one step budget -- every unlearning method gets EraseDiff's default
+number of steps, passed explicitly; ``retrain`` trains from scratch with the built-in model's own recipe,
+6,000 steps), then ``unlearnctl
 eval RUN`` (default protocol), then ``unlearnctl compare`` for the trade-off plot. The table goes into
 ``docs/results-digits.md`` between the ``<!-- results:start -->`` / ``<!-- results:end -->`` markers;
 the text around them (the reading of the numbers) is kept.
@@ -11,7 +12,8 @@ the text around them (the reading of the numbers) is kept.
     python bench/all_methods.py --only erasediff,finetune
     python bench/all_methods.py --retrain-steps 3000     # a smaller retrain budget (stated in the table)
 
-A run or evaluation that already exists is reused, so an interrupted call resumes. One thread per
+A run or evaluation that already exists is reused, so an interrupted call resumes; a run recorded with
+another step budget is run again. One thread per
 process (``OMP_NUM_THREADS=1``, recorded in every manifest); the methods run one after the other.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,7 +70,7 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(rows: list[dict], reference: dict, retrain_steps: int) -> str:
+def table(rows: list[dict], reference: dict) -> str:
     head = (
         "| method | options | forgotten class recognised (UA) | kept classes recognised | FID (kept) | "
         "method time | run wall time | optimizer steps |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
@@ -78,8 +81,6 @@ def table(rows: list[dict], reference: dict, retrain_steps: int) -> str:
     ]
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in r["key_options"].items())
-        if r["method"] == "retrain" and not opts:
-            opts = f"steps={retrain_steps}"
         ua = f" ({fmt(r['ua'], '.0%')})" if r.get("ua") is not None else ""
         lines.append(
             f"| {r['name']} | {opts} | {fmt(r['recognition_rate'], '.1%')}{ua} | {fmt(r['kept_rate'], '.1%')} | "
@@ -95,40 +96,57 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classes", default="2")
     ap.add_argument("--only", default="", help="comma-separated run names (default: all)")
-    ap.add_argument("--retrain-steps", type=int, default=None, help="retrain budget (default: its option, 6000)")
+    ap.add_argument("--retrain-steps", type=int, default=None, help="retrain budget (default: its `steps`, 6000)")
     ap.add_argument("--num-samples", type=int, default=50, help="eval samples per class")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs/results-digits.md")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs/img/compare-all-methods.png")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="budget of every unlearning method (default: erasediff's default steps)"
+    )
     args = ap.parse_args()
+    from unlearnctl.builtin.methods.erasediff import DEFAULT_STEPS
+    from unlearnctl.builtin.methods.retrain import Retrain
 
-    runs = {m: (m, []) for m in METHODS}
-    names = [n for n in runs if not args.only or n in args.only.split(",")]
+    budget = args.steps or DEFAULT_STEPS
+    retrain_budget = args.retrain_steps or Retrain.Options().steps
+
+    names = [n for n in METHODS if not args.only or n in args.only.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        method, sets = runs[name]
-        run = args.out / name
-        if method == "retrain" and args.retrain_steps is not None:
-            sets = [*sets, f"steps={args.retrain_steps}"]
-        # 1. unlearn (or retrain) with the method's defaults, the same seed for every method
+    for method in names:
+        run = args.out / method
+        steps = retrain_budget if method == "retrain" else budget
+        if (run / "manifest.json").is_file():
+            recorded = json.loads((run / "manifest.json").read_text())["method"]["options"]["steps"]
+            if recorded != steps:  # an older budget: this run is not comparable any more
+                print(f"{method}: recorded with steps={recorded}, the budget is {steps}: running it again")
+                shutil.rmtree(run)
+        # 1. unlearn (or retrain) with the method's defaults and the common budget, the same seed for every method
         if not (run / "manifest.json").is_file():
-            extra = [x for s in sets for x in ("--set", s)]
             call(["forget", "--model", "ddpm-digits", "--classes", args.classes, "--method", method,
-                  "--seed", str(args.seed), "--device", "cpu", "--out", str(run), *extra])  # fmt: skip
+                  "--steps", str(steps), "--seed", str(args.seed), "--device", "cpu", "--out", str(run)])  # fmt: skip
         # 2. evaluate against the base model, the default protocol
         if not (run / "metrics.json").is_file():
             call(["eval", str(run), "--seed", str(args.seed), "-n", str(args.num_samples), "--device", "cpu"])
 
     # 3. one table and one plot over every run that exists (so --only can add runs to a previous bench)
-    done = [args.out / n for n in runs if (args.out / n / "metrics.json").is_file()]
+    done = [args.out / n for n in METHODS if (args.out / n / "metrics.json").is_file()]
     out = call(["compare", *map(str, done), "--plot", str(args.plot), "--overwrite", "--json"])
     result = json.loads(out.stdout)
     rows = result["runs"]
     for r in rows:
         r["method_s"] = method_seconds(Path(r["run"]))
-    retrain_steps = args.retrain_steps or 6000
-    text = table(rows, result["references"][0], retrain_steps)
+    text = table(rows, result["references"][0])
     text += (
-        f"\nSeed {args.seed}, forgetting class {args.classes}; eval: {args.num_samples} samples per class, DDIM 50 "
+        f"\nBudget: {budget} optimizer steps for every unlearning method (EraseDiff's default), {retrain_budget} "
+        f"training steps for retrain; each method's other options at their defaults"
+    )
+    erasediff = args.out / "erasediff" / "manifest.json"
+    if erasediff.is_file():
+        o = json.loads(erasediff.read_text())["method"]["options"]
+        keys = ("target", "lambda_rule", "lambda", "eta", "inner_steps", "save_ema")
+        text += " (EraseDiff: " + ", ".join(f"{k}={o[k]}" for k in keys if k in o) + ")"
+    text += (
+        f". Seed {args.seed}, forgetting class {args.classes}; eval: {args.num_samples} samples per class, DDIM 50 "
         "steps, guidance 2.0, the shipped judge, FID on the judge's features against the kept classes' training "
         "images (comparable between these rows only). Method time: the method's own work (from `log.jsonl`); run "
         "wall time adds the before/after sample grids. CPU, one thread, shared machine.\n"

@@ -181,3 +181,15 @@ def test_failure_or_interrupt_leaves_nothing_behind(cli, tiny, tmp_path: Path, m
     result = cli("forget", "--model", "tiny-cond", "--classes", "1", "--out", tmp_path / "run", *FAST)
     assert result.exit_code == 130
     assert not any(tmp_path.glob("*run*"))
+
+
+def test_a_run_folder_is_a_model(cli, tiny, tmp_path: Path) -> None:
+    """Unlearning can continue from a run: --model RUN uses RUN/model and its default dataset."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli("forget", "--model", "tiny-cond", "--classes", "1", "--out", first, *FAST).exit_code == 0
+    result = cli("forget", "--model", first, "--classes", "0", "--out", second, *FAST)
+    assert result.exit_code == 0, result.output
+    m1, m2 = read_manifest(first), read_manifest(second)
+    assert m2.weights.input_sha256 == m1.weights.output_sha256
+    assert m2.weights.preset is None and m2.weights.model_path == str((first / "model").resolve())
+    assert m2.dataset.name == "tiny"

@@ -32,9 +32,7 @@ def sample_timesteps(
     return torch.cat([t, T - 1 - t])[:n]
 
 
-def add_noise(
-    scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-) -> torch.Tensor:
+def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Forward process q(x_t | x_0): ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""
     return scheduler.add_noise(x0, noise, t.to(x0.device))
 

@@ -43,9 +43,7 @@ class UnknownComponentError(UsageError):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         listing = ", ".join(sorted(known)) or "none installed"
-        super().__init__(
-            f"unknown {kind} '{name}': {hint}available: {listing} (see `unlearnctl list {kind}s`)"
-        )
+        super().__init__(f"unknown {kind} '{name}': {hint}available: {listing} (see `unlearnctl list {kind}s`)")
         self.suggestion = close[0] if close else None
 
 

@@ -124,6 +124,20 @@ def seeded_generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, stream))
 
 
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch CPU threads set to ``n`` inside the block (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _set_determinism(device: torch.device) -> None:
     """Deterministic kernels where the device needs asking (CPU kernels used here are deterministic)."""
     if device.type == "cuda":
@@ -363,6 +377,8 @@ class ForgetRequest:
     precision: str = "fp32"
     #: images per class in each before/after sample grid (0: no grids)
     grid_per_class: int = 8
+    #: torch CPU threads; None: 1 on a CPU device (see docs/forget.md), torch's default on an accelerator
+    threads: int | None = None
     #: the command line (argv without the program name) recorded in the manifest
     command: list[str] | None = None
 
@@ -509,6 +525,8 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
         raise UsageError(f"--seed must be >= 0, got {req.seed}")
     if req.steps is not None and req.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {req.steps}")
+    if req.threads is not None and req.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {req.threads}")
     # 2. the method and its options: defaults < --config FILE < --set < --steps
     config = load_config_file(req.config) if req.config is not None else None
     method = _resolve_method(registry, req.method, config, req.sets, req.steps)
@@ -612,6 +630,14 @@ def _write_grids(
 
 def run_forget(prepared: PreparedForget) -> ForgetResult:
     """Run the prepared method and write the run folder atomically (``manifest.json`` last)."""
+    threads = prepared.request.threads
+    if threads is None and prepared.device.type == "cpu":
+        threads = 1
+    with _threads(threads):
+        return _run_forget(prepared)
+
+
+def _run_forget(prepared: PreparedForget) -> ForgetResult:
     p = prepared
     req = p.request
     hook = p.registry.hook
@@ -626,6 +652,7 @@ def run_forget(prepared: PreparedForget) -> ForgetResult:
             "device": p.device.type,
             "precision": p.precision,
             "grid_per_class": req.grid_per_class,
+            "threads": torch.get_num_threads(),
         }
         run = UnlearnRun(
             model,
@@ -750,7 +777,6 @@ class PreparedReplay:
     #: differences between the recorded environment and this one (warnings)
     warnings: list[str]
     verify: bool
-    threads: int | None
 
 
 @dataclass
@@ -824,10 +850,7 @@ def prepare_replay(
         )
     precision = check_precision(rec_env.precision, dev)
     current = collect_environment(device or rec_env.device_requested, dev, precision)
-    threads = rec_env.num_threads if dev.type == "cpu" and rec_env.num_threads != current.num_threads else None
     warnings = environment_differences(rec_env, current)
-    if threads is not None:
-        warnings.append(f"using the recorded {threads} CPU thread(s) (torch.set_num_threads) for an exact replay")
 
     # 1. method with its recorded resolved options
     method = _resolve_method(registry, original.method.name, original.method.options, None, None)
@@ -875,6 +898,7 @@ def prepare_replay(
         device=device or rec_env.device_requested,
         precision=precision,
         grid_per_class=int(original.runner.get("grid_per_class", 0)),
+        threads=rec_env.num_threads,  # CPU sums depend on the thread count: use the recorded one
         command=list(command) if command is not None else list(sys.argv[1:]),
     )
     prepared = PreparedForget(
@@ -900,20 +924,7 @@ def prepare_replay(
             verified=None,
         ),
     )
-    return PreparedReplay(original, path, prepared, warnings, verify, threads)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return PreparedReplay(original, path, prepared, warnings, verify)
 
 
 def run_replay(prepared: PreparedReplay) -> ReplayResult:
@@ -924,8 +935,7 @@ def run_replay(prepared: PreparedReplay) -> ReplayResult:
     """
     p = prepared
     p.prepared.verify = p.verify
-    with _threads(p.threads):
-        result = run_forget(p.prepared)
+    result = run_forget(p.prepared)
     record = result.manifest.replay_of
     verified = record.verified if record is not None and p.verify else None
     if verified is False:

@@ -103,6 +103,10 @@ def register(app: typer.Typer) -> None:
         grid_per_class: Annotated[
             int, typer.Option("--grid-per-class", min=0, help="Images per class in the before/after grids (0: none).")
         ] = 8,
+        threads: Annotated[
+            int | None,
+            typer.Option("--threads", min=1, help="torch CPU threads [default: 1 on cpu, torch's default on a GPU]."),
+        ] = None,
         json_output: JsonFlag = False,
     ) -> None:
         """Unlearn a forget set from a diffusion model; write a run folder (model/, samples/, log.jsonl, manifest.json).
@@ -127,6 +131,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             grid_per_class=grid_per_class,
+            threads=threads,
             command=command_line(
                 "forget",
                 [
@@ -142,6 +147,8 @@ def register(app: typer.Typer) -> None:
                     ("--steps", steps),
                     ("--device", device),
                     ("--precision", precision),
+                    ("--grid-per-class", grid_per_class),
+                    ("--threads", threads),
                     ("--json", json_output),
                 ],
             ),

@@ -21,7 +21,9 @@ import torch
 from pydantic import Field
 
 from unlearnctl import ForgetSplit, Method, Options, UsageError
-from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels, predict_noise
+from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
+
+from .losses import check_relabel, relabel_loss, uniform_loss
 
 if TYPE_CHECKING:
     from unlearnctl import DiffusionModel
@@ -98,10 +100,10 @@ class _ForgetBatch:
 class EraseDiff(Method):
     """EraseDiff: bilevel unlearning -- keep the DDPM loss on the remaining data while erasing the forget set.
 
-    Each outer step takes K Adam steps on the erasure loss f on a copy of the weights (the inner
-    problem), then updates the weights with grad F + lambda * grad q on the remaining and forget
-    batches (Wu et al., CVPR 2025). Two erasure targets (`relabel`, `uniform`) and four lambda rules
-    (`fixed`, `bome`, `cosine`, `value`). See docs/erasediff.md.
+    Each outer step updates the weights with grad F + lambda * grad q on a remain and a forget batch,
+    where q compares the erasure loss f with K Adam steps of f on a copy of the weights (the inner
+    problem; only the `value` rule reads it, so only it -- or `log_q` -- runs it). Two erasure targets (`relabel`,
+    `uniform`) and four lambda rules (`fixed`, `bome`, `cosine`, `value`). See docs/erasediff.md.
     """
 
     name = "erasediff"
@@ -160,19 +162,10 @@ class EraseDiff(Method):
                 f"erasediff: target 'relabel' needs a class-conditional model and '{model.source}' is "
                 "unconditional: use --set target=uniform"
             )
-        if not model.conditional:
-            return
-        forget_labels = set(split.forget.labels)
-        if any(lbl < 0 for lbl in forget_labels):
-            raise UsageError("erasediff: the forget set has unlabelled items, but the model is class-conditional")
         if o.target == "relabel":
-            kept = set(split.remain_classes)
-            for y in sorted(forget_labels):
-                if not kept - {y}:
-                    raise UsageError(
-                        f"erasediff: no kept class to relabel class {y} to (kept classes: {sorted(kept)}): "
-                        "forget fewer classes or use --set target=uniform"
-                    )
+            check_relabel(self.name, model, split)
+        elif model.conditional and any(lbl < 0 for lbl in split.forget.labels):
+            raise UsageError("erasediff: the forget set has unlabelled items, but the model is class-conditional")
 
     # -- the erasure loss f ----------------------------------------------------------------------
 
@@ -194,13 +187,9 @@ class EraseDiff(Method):
 
         relabel: ``|| eps(x_t, c_f) - sg[eps(x_t, c^)] ||^2``; uniform: ``|| u - eps(x~_t, c_f) ||^2``.
         """
-        pred = predict_noise(unet, b.x_t, b.t, b.c_f).float()
         if b.c_hat is not None:
-            with torch.no_grad():
-                target = predict_noise(unet, b.x_t, b.t, b.c_hat).float()
-        else:
-            target = b.u
-        return torch.nn.functional.mse_loss(pred, target)
+            return relabel_loss(unet, b.x_t, b.t, b.c_f, b.c_hat)
+        return uniform_loss(unet, b.x_t, b.t, b.c_f, b.u)
 
     # -- the update ------------------------------------------------------------------------------
 
