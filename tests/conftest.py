@@ -78,6 +78,34 @@ def isolated_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     reset_warnings()
 
 
+@pytest.fixture(scope="session")
+def realdata_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One datasets folder with a stand-in of every real dataset in its publisher's format (read-only for
+    the tests): ``cifar10/``, ``celeba/``, ``celeba-hq/``, ``utkface/`` (three malformed names included)
+    and ``imagefolder/`` (class sub-folders). See ``unlearnctl.testing.stand_ins``."""
+    from unlearnctl.testing import stand_ins as si
+
+    root = tmp_path_factory.mktemp("datasets")
+    si.write_cifar10(root / "cifar10")
+    si.write_celeba(root)
+    si.write_celeba_hq(root)
+    si.write_utkface(root)
+    si.write_imagefolder(root, layout="classes")
+    return root
+
+
+@pytest.fixture
+def official_md5(realdata_files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make torchvision's md5 check accept the stand-in CIFAR-10 batches (it still runs on every load)."""
+    from torchvision.datasets import CIFAR10
+
+    from unlearnctl.builtin.realdata import CIFAR10_BASE
+    from unlearnctl.testing import stand_ins as si
+
+    for key, value in si.cifar10_checksums(realdata_files / "cifar10" / CIFAR10_BASE).items():
+        monkeypatch.setattr(CIFAR10, key, value)
+
+
 @dataclass
 class CliResult:
     exit_code: int

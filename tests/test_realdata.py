@@ -28,24 +28,9 @@ from unlearnctl.testing import stand_ins as si
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One datasets folder with every stand-in (read-only for the tests)."""
-    root = tmp_path_factory.mktemp("datasets")
-    si.write_cifar10(root / "cifar10")
-    si.write_celeba(root)
-    si.write_celeba_hq(root)
-    si.write_utkface(root)
-    si.write_imagefolder(root, layout="classes")
-    return root
-
-
-@pytest.fixture
-def official_md5(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make torchvision's md5 check accept the stand-in batches (it still runs on every load)."""
-    from torchvision.datasets import CIFAR10
-
-    for key, value in si.cifar10_checksums(files / "cifar10" / rd.CIFAR10_BASE).items():
-        monkeypatch.setattr(CIFAR10, key, value)
+def files(realdata_files: Path) -> Path:
+    """One datasets folder with every stand-in (conftest's ``realdata_files``; read-only for the tests)."""
+    return realdata_files
 
 
 def copy_dataset(files: Path, sub: str, dest: Path) -> Path:

@@ -123,6 +123,8 @@ class _Shared:
     forget_ids: frozenset[str] | None
     registry: Any
     data_dir: Path | None = None
+    #: data warnings emitted while loading the evaluation data (one line each, in order, no repeats)
+    data_warnings: list[str] = field(default_factory=list)
     #: protocol entries recorded by metrics (``EvalContext.record``)
     records: dict[str, Any] = field(default_factory=dict)
     data: dict[str, ImageSet] = field(default_factory=dict)
@@ -149,18 +151,19 @@ class _Shared:
 
     def dataset(self, split: str) -> ImageSet:
         """The evaluation data set (the run's dataset, or the model's default), loaded once per split."""
-        from .loading import load_dataset
+        from .loading import load_dataset_warned
 
         if split not in self.data:
             if not self.dataset_name:
                 raise UsageError("no dataset to compare with: pass --dataset NAME (see `unlearnctl list datasets`)")
-            self.data[split] = load_dataset(
+            self.data[split], warnings = load_dataset_warned(
                 self.dataset_name,
-                split,
+                split,  # type: ignore[arg-type]
                 self.data_dir,
                 self.dataset_options,
-                self.registry,  # type: ignore[arg-type]
+                self.registry,
             )
+            self.data_warnings += [w for w in warnings if w not in self.data_warnings]
         return self.data[split]
 
 
@@ -431,6 +434,10 @@ class EvalRequest:
     against: str | None = None
     classes: str | None = None
     dataset: str | None = None
+    #: ``--data-dir``: the folder of the dataset's files (None: the run's recorded one, else the default)
+    data_dir: Path | None = None
+    #: ``--data-option KEY=VALUE``: dataset options over the run's recorded ones
+    data_options: Sequence[str] = ()
     metrics: Sequence[str] | None = None
     metric_sets: Sequence[str] = ()
     judge: Path | None = None
@@ -539,13 +546,17 @@ def _split_metric_sets(pairs: Sequence[str], selected: Sequence[str]) -> dict[st
 
 def prepare_eval(request: EvalRequest, registry: Any = None, progress: Progress | None = None) -> PreparedEval:
     """Validate the request and load models, judge and metrics; writes nothing."""
+    from .loading import dataset_options as resolve_dataset_options
+    from .loading import parse_data_options
     from .registry import get_registry
-    from .runner import resolve_device
+    from .runner import resolve_data_dir, resolve_device
 
     registry = registry or get_registry()
     say = progress or (lambda _m: None)
     req = request
     notes: list[str] = []
+    given_data_dir = resolve_data_dir(req.data_dir)
+    parse_data_options(list(req.data_options))
     if req.num_samples < 2:
         raise UsageError("--num-samples must be at least 2 (samples per class)")
     if req.steps < 1:
@@ -658,8 +669,14 @@ def prepare_eval(request: EvalRequest, registry: Any = None, progress: Progress 
     else:
         dataset_name = req.dataset or model.default_dataset
         dataset_options = dict(model.extra.get("dataset_options") or {}) if not req.dataset else {}
+    if given_data_dir is not None:
+        data_dir = given_data_dir
     if dataset_name is not None:
         registry.get("dataset", dataset_name)
+        if req.data_options:
+            dataset_options = resolve_dataset_options(dataset_name, list(req.data_options), dataset_options, registry)
+    elif req.data_options:
+        raise UsageError("--data-option needs a dataset: pass --dataset NAME")
     label_count = num_classes or (judge.num_classes if judge is not None else 0)
     if not label_count and forget_classes:
         label_count = max(forget_classes) + 1
@@ -865,6 +882,7 @@ def _dataset_record(shared: _Shared) -> dict[str, Any] | None:
         "name": shared.dataset_name,
         "options": shared.dataset_options,
         "data_dir": str(shared.data_dir) if shared.data_dir else None,
+        "warnings": list(shared.data_warnings),
     }
     for split, data in sorted(shared.data.items()):
         out[split] = {"size": len(data), "fingerprint": data.fingerprint(), "version": data.version}

@@ -1,14 +1,17 @@
 """Turning command-line names into objects: ``--model``, ``--dataset`` and forget-set selectors.
 
 - :func:`load_model`: a registered model name, a run folder (its ``model/``), a diffusers folder or a hub id.
-- :func:`load_dataset`: a registered dataset name and a split.
+- :func:`load_dataset`: a registered dataset name and a split; :func:`load_dataset_warned` also returns
+  the :class:`~unlearnctl.datasets_io.DataWarning` lines the loader emitted (files left out...).
+- :func:`dataset_options`: ``--data-option KEY=VALUE`` pairs validated against a dataset's options.
 - :func:`select_forget` / :func:`build_forget_ids`: ``--classes 2,5`` and ``--forget NAME:ARGS ...``
   (the union of the selections), refusing an empty forget set or one that leaves nothing to remain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +99,80 @@ def load_dataset(
         raise UsageError(f"unknown split '{split}': use train or test")
     component = _registry(registry).create("dataset", name, options or {})
     return component.load(split, Path(data_dir).expanduser() if data_dir is not None else None)
+
+
+def load_dataset_warned(
+    name: str,
+    split: Literal["train", "test"] = "train",
+    data_dir: Path | None = None,
+    options: dict[str, Any] | None = None,
+    registry: Any | None = None,
+) -> tuple[ImageSet, list[str]]:
+    """:func:`load_dataset`, and the messages of the ``DataWarning``s emitted while loading (one line each).
+
+    The data warnings are captured instead of shown, so that the command can print them its own way and
+    record them (manifest, ``metrics.json``); any other warning is passed on unchanged.
+    """
+    from .datasets_io import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        data = load_dataset(name, split, data_dir, options, registry)
+    messages: list[str] = []
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            line = " ".join(str(w.message).split())
+            if line not in messages:
+                messages.append(line)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return data, messages
+
+
+def parse_data_options(pairs: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["download=true", "resolution=64"]`` -> ``{"download": True, "resolution": 64}`` (later pairs win).
+
+    Values are read as ``--set`` values are (:func:`unlearnctl.config.parse_value`); a mapping is taken as
+    already parsed. :raises UsageError: a pair without ``=`` or with an empty key.
+    """
+    from .config import parse_value
+
+    if pairs is None:
+        return {}
+    if isinstance(pairs, Mapping):
+        return dict(pairs)
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--data-option '{pair}': write KEY=VALUE (for example --data-option download=true)")
+        values[key] = parse_value(raw)
+    return values
+
+
+def dataset_options(
+    name: str,
+    pairs: Sequence[str] | Mapping[str, Any] | None,
+    base: Mapping[str, Any] | None = None,
+    registry: Any | None = None,
+) -> dict[str, Any]:
+    """The options of dataset ``name``: ``base`` (e.g. recorded options) < ``--data-option`` pairs,
+    validated and fully resolved (defaults included, by key).
+
+    :raises UsageError: an unknown dataset, a malformed pair, an unknown key (naming the allowed ones)
+        or a bad value, in one line.
+    """
+    from .config import resolve_options
+    from .errors import OptionError
+
+    info = _registry(registry).get("dataset", name)
+    given = parse_data_options(pairs)
+    try:
+        options = resolve_options(info.cls, config=dict(base or {}), sets=given)
+    except OptionError as exc:
+        raise OptionError(f"--data-option: {exc}") from None
+    return options.model_dump(mode="json", by_alias=True)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,13 @@ class DatasetRecord(_Model):
     fingerprint: str = Field(description="the dataset's content fingerprint (sha256 over ids and pixels)")
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset component's resolved options")
     provider: str | None = Field(None, description="plugin that provides the dataset")
-    data_dir: str | None = Field(None, description="folder the data was read from, when not the default")
+    data_dir: str | None = Field(
+        None, description="absolute folder the data was read from (--data-dir); None: the default datasets folder"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="data warnings emitted while loading the dataset, one line each (e.g. files left out)",
+    )
 
 
 class ForgetSetRecord(_Model):

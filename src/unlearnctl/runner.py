@@ -363,6 +363,10 @@ class ForgetRequest:
 
     model: str = DEFAULT_MODEL
     dataset: str | None = None
+    #: ``--data-dir``: the folder of the dataset's files (None: ``unlearnctl.paths.data_dir()``)
+    data_dir: Path | None = None
+    #: ``--data-option KEY=VALUE``, repeatable (or already-parsed values): the dataset's options
+    data_options: list[str] | dict[str, Any] = field(default_factory=list)
     #: ``--classes 2,5`` (shorthand for the ``classes`` selector)
     classes: str | None = None
     #: ``--forget NAME:ARGS``, repeatable (union)
@@ -490,10 +494,23 @@ def _load_model(registry: Any, spec: str) -> tuple[DiffusionModel, ComponentConf
     return model, preset, Path(model.path).resolve() if model.path else None
 
 
-def _load_dataset(registry: Any, name: str, options: dict[str, Any] | None = None) -> tuple[ImageSet, DatasetRecord]:
-    from .loading import load_dataset
+def resolve_data_dir(data_dir: Path | str | None) -> Path | None:
+    """``--data-dir`` as an absolute folder (None: not given, the datasets' default folder)."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--data-dir '{data_dir}' is a file, not a folder")
+    return path
 
-    data = load_dataset(name, "train", options=options, registry=registry)
+
+def _load_dataset(
+    registry: Any, name: str, options: dict[str, Any] | None = None, data_dir: Path | None = None
+) -> tuple[ImageSet, DatasetRecord]:
+    """The train split of dataset ``name``, and its manifest record (data warnings included)."""
+    from .loading import load_dataset_warned
+
+    data, warnings = load_dataset_warned(name, "train", data_dir, options, registry)
     info = registry.get("dataset", name)
     record = DatasetRecord(
         name=name,
@@ -503,6 +520,8 @@ def _load_dataset(registry: Any, name: str, options: dict[str, Any] | None = Non
         fingerprint=data.fingerprint(),
         options=_options_dict(resolve_options(info.cls, config=options or {})),
         provider=info.provider,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        warnings=warnings,
     )
     return data, record
 
@@ -514,11 +533,14 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     model, the dataset and the forget set, then the method's own check against them.
     """
     from .config import load_config_file
+    from .loading import dataset_options, parse_data_options
     from .registry import get_registry
 
     registry = registry if registry is not None else get_registry()
     req = request
-    # 1. device and precision
+    # 1. device and precision; the shape of --data-dir and --data-option
+    data_dir = resolve_data_dir(req.data_dir)
+    parse_data_options(req.data_options)
     device = resolve_device(req.device)
     precision = check_precision(req.precision, device)
     if req.seed < 0:
@@ -541,7 +563,8 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     dataset_name = req.dataset or model.default_dataset
     if not dataset_name:
         raise UsageError(f"model '{req.model}' does not name its training data: pass --dataset NAME")
-    data, dataset_record = _load_dataset(registry, dataset_name)
+    data_options = dataset_options(dataset_name, req.data_options, registry=registry)
+    data, dataset_record = _load_dataset(registry, dataset_name, data_options, data_dir)
     _check_model_data(model, data, req.model)
     forget_ids, selectors = _selectors(registry, data, req.classes, req.forget)
     split = split_forget(data, forget_ids)
@@ -828,8 +851,12 @@ def prepare_replay(
     verify: bool = False,
     registry: Any = None,
     command: list[str] | None = None,
+    data_dir: Path | None = None,
 ) -> PreparedReplay:
     """Read a manifest, check inputs against it, and prepare the same run. Writes nothing.
+
+    The dataset is read with its recorded options from ``data_dir`` (``--data-dir``), else from the
+    recorded folder; its fingerprint must match the recorded one either way.
 
     Raises :class:`VerificationError` when the dataset, the forget set or the input weights differ
     from what the manifest recorded, and ``UsageError`` when ``verify`` cannot be exact.
@@ -868,7 +895,9 @@ def prepare_replay(
             f"input weights of '{model_spec}' differ from the recorded ones (sha256 {input_sha[:12]}... vs "
             f"{original.weights.input_sha256[:12]}...): the model changed since the run"
         )
-    data, dataset_record = _load_dataset(registry, original.dataset.name, original.dataset.options)
+    recorded_dir = original.dataset.data_dir
+    replay_dir = resolve_data_dir(data_dir if data_dir is not None else recorded_dir)
+    data, dataset_record = _load_dataset(registry, original.dataset.name, original.dataset.options, replay_dir)
     if dataset_record.fingerprint != original.dataset.fingerprint:
         raise VerificationError(
             f"dataset '{original.dataset.name}' differs from the recorded one (fingerprint "
@@ -892,6 +921,8 @@ def prepare_replay(
     request = ForgetRequest(
         model=spec,
         dataset=original.dataset.name,
+        data_dir=replay_dir,
+        data_options=dict(original.dataset.options),
         method=method.name,
         out=out,
         seed=original.seed,
@@ -958,6 +989,9 @@ def replay(
     out: Path | None = None,
     device: str | None = None,
     registry: Any = None,
+    data_dir: Path | None = None,
 ) -> ReplayResult:
     """``unlearnctl replay``: rerun a recorded ``forget`` run (see :func:`prepare_replay`, :func:`run_replay`)."""
-    return run_replay(prepare_replay(manifest_path, out=out, device=device, verify=verify, registry=registry))
+    return run_replay(
+        prepare_replay(manifest_path, out=out, device=device, verify=verify, registry=registry, data_dir=data_dir)
+    )

@@ -276,6 +276,10 @@ class TrainRequest:
     seed: int = 0
     device: str = "auto"
     data_dir: Path | None = None
+    #: ``--data-option KEY=VALUE``, repeatable (or already-parsed values): the dataset's options
+    data_options: list[str] | dict[str, Any] = field(default_factory=list)
+    #: called with the data warnings of the dataset load (files left out...) as soon as it is loaded
+    on_data_warning: Callable[[list[str]], None] | None = None
     #: the command line recorded in the manifest (default: ``sys.argv[1:]``)
     command: list[str] | None = None
 
@@ -314,7 +318,7 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
     """
     from .config import load_config_file
     from .data import split_forget
-    from .loading import load_dataset, select_forget
+    from .loading import dataset_options, load_dataset_warned, parse_data_options, select_forget
     from .manifest import (
         DatasetRecord,
         ForgetSetRecord,
@@ -327,7 +331,7 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
     from .models import folder_sha256, state_sha256
     from .registry import get_registry
     from .rundir import atomic_run_dir, check_new_folder
-    from .runner import resolve_device
+    from .runner import resolve_data_dir, resolve_device
     from .sampling import SampleOptions, class_labels_for, generate, save_labelled_grid
 
     registry = registry if registry is not None else get_registry()
@@ -336,12 +340,17 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
     if req.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {req.seed}")
     device = resolve_device(req.device)
+    data_dir = resolve_data_dir(req.data_dir)
+    parse_data_options(req.data_options)
     config = load_config_file(req.config) if req.config is not None else None
     options = resolve_train_options(config, req.sets, req.steps)
     out = Path(req.out) if req.out is not None else default_out_dir(req.dataset)
     check_new_folder(out)
     # 2. the data, and the forget set when asked for
-    data = load_dataset(req.dataset, "train", req.data_dir, registry=registry)
+    data_options = dataset_options(req.dataset, req.data_options, registry=registry)
+    data, data_warnings = load_dataset_warned(req.dataset, "train", data_dir, data_options, registry)
+    if data_warnings and req.on_data_warning is not None:
+        req.on_data_warning(data_warnings)
     dataset_info = registry.get("dataset", req.dataset)
     dataset_record = DatasetRecord(
         name=req.dataset,
@@ -349,8 +358,10 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
         split="train",
         size=len(data),
         fingerprint=data.fingerprint(),
+        options=data_options,
         provider=dataset_info.provider,
-        data_dir=str(req.data_dir) if req.data_dir else None,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        warnings=data_warnings,
     )
     train_set: ImageSet = data
     forget_record = None

@@ -1,8 +1,9 @@
 """Built-in model presets, registered through the public ``register_models`` hook like any plugin's.
 
-``ddpm-digits`` ships inside the package (``unlearnctl/assets/ddpm-digits/``): a flat diffusers
-folder, its judge classifier in ``judge/`` and the ``manifest.json`` of the ``unlearnctl train`` run
-that made it (see docs/digits.md and bench/train_digits.sh).
+``ddpm-digits`` (class-conditional) and ``ddpm-digits-uncond`` (unconditional) ship inside the package
+(``unlearnctl/assets/<name>/``): a flat diffusers folder, the judge classifier in ``judge/`` and the
+``manifest.json`` of the ``unlearnctl train`` run that made it (see docs/digits.md,
+bench/train_digits.sh and bench/train_digits_uncond.sh).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class DdpmDigits(ModelPreset):
 
     name = "ddpm-digits"
     default_dataset = "digits"
+    #: the script that rebuilds the shipped files
+    build_script = "bench/train_digits.sh"
 
     class Options(Options):
         pass
@@ -32,13 +35,25 @@ class DdpmDigits(ModelPreset):
         if not (folder / "diffusion_pytorch_model.safetensors").is_file():
             raise ModelNotAvailableError(
                 f"the built-in model files are missing from '{folder}': reinstall unlearnctl, or rebuild them with "
-                "bench/train_digits.sh"
+                f"{self.build_script}"
             )
         model = load_model_folder(folder, source=self.name)
         model.default_dataset = model.default_dataset or self.default_dataset
         return model
 
 
+class DdpmDigitsUncond(DdpmDigits):
+    """Unconditional DDPM for 8x8 digits (all ten classes, 0.8 M parameters), trained by unlearnctl; ships offline.
+
+    The offline proof of unconditional unlearning: forgetting a class removes it from the samples
+    (``eval`` reports the share of samples the judge, the one of ``ddpm-digits``, assigns to it).
+    """
+
+    name = "ddpm-digits-uncond"
+    build_script = "bench/train_digits_uncond.sh"
+
+
 @hookimpl
 def register_models(register) -> None:
     register(DdpmDigits)
+    register(DdpmDigitsUncond)

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -34,6 +35,26 @@ DEBUG_ENV = "UNLEARNCTL_DEBUG"
 #: ``json_output: JsonFlag = False``: the ``--json`` flag of commands that report results
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
+#: ``data_dir: DataDirOption = None``: ``--data-dir DIR``, the folder of the dataset's files
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder of the dataset's files (default: $UNLEARNCTL_DATA_DIR, else the platform's data folder).",
+        show_default=False,
+    ),
+]
+
+#: ``data_options: DataOptions = None``: ``--data-option KEY=VALUE``, repeatable
+DataOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-option",
+        help="Dataset option KEY=VALUE, e.g. download=true (`unlearnctl show dataset NAME`); repeatable.",
+        show_default=False,
+    ),
+]
+
 
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
@@ -47,6 +68,12 @@ def print_error(message: str) -> None:
 def print_warning(message: str) -> None:
     """One yellow line on stderr: ``warning: ...``."""
     err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def print_data_warnings(messages: list[str] | None) -> None:
+    """The data warnings of a dataset load (files left out...), one ``warning:`` line each."""
+    for message in messages or []:
+        print_warning(" ".join(str(message).split()))
 
 
 @contextmanager

@@ -10,7 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json, print_warning
+from .common import (
+    DataOptions,
+    JsonFlag,
+    console,
+    err_console,
+    handle_errors,
+    load_registry,
+    print_data_warnings,
+    print_json,
+    print_warning,
+)
 
 #: must equal ``unlearnctl.evaluate.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
 DEFAULT_SAMPLES_PER_CLASS = 50
@@ -192,6 +202,16 @@ def register(app: typer.Typer) -> None:
                 "--dataset", help="Dataset of real images (default: the run's, or the model's).", show_default=False
             ),
         ] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--data-dir",
+                help="Folder of the dataset's files (default: the run's recorded one, else $UNLEARNCTL_DATA_DIR "
+                "or the platform's data folder).",
+                show_default=False,
+            ),
+        ] = None,
+        data_options: DataOptions = None,
         judge: Annotated[
             Path | None,
             typer.Option("--judge", help="Judge folder (default: the one the model names).", show_default=False),
@@ -248,6 +268,8 @@ def register(app: typer.Typer) -> None:
             against=against,
             classes=classes,
             dataset=dataset,
+            data_dir=data_dir,
+            data_options=list(data_options or []),
             metrics=metrics.split(",") if metrics is not None else None,
             metric_sets=list(sets or []),
             judge=judge,
@@ -266,6 +288,7 @@ def register(app: typer.Typer) -> None:
         status_console = err_console if json_output else console
         with status_console.status("evaluating") as status:
             result = evaluate(request, registry, progress=lambda m: status.update(f"evaluating: {escape(m)}"))
+        print_data_warnings((result.payload["protocol"].get("dataset") or {}).get("warnings"))
         for note in result.notes:
             print_warning(note)
         if json_output:

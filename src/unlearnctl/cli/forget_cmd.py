@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json
+from .common import (
+    DataDirOption,
+    DataOptions,
+    JsonFlag,
+    console,
+    err_console,
+    handle_errors,
+    load_registry,
+    print_data_warnings,
+    print_json,
+)
 
 
 def _summary_rows(result: Any) -> list[tuple[str, str]]:
@@ -71,6 +81,8 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[
             str | None, typer.Option("--dataset", "-d", help="Dataset (default: the one the model was trained on).")
         ] = None,
+        data_dir: DataDirOption = None,
+        data_options: DataOptions = None,
         classes: Annotated[
             str | None, typer.Option("--classes", "-c", help="Classes to forget, e.g. 2,5 (the `classes` selector).")
         ] = None,
@@ -120,6 +132,8 @@ def register(app: typer.Typer) -> None:
         request = ForgetRequest(
             model=model,
             dataset=dataset,
+            data_dir=data_dir,
+            data_options=list(data_options or []),
             classes=classes,
             forget=list(forget or []),
             method=method,
@@ -137,6 +151,8 @@ def register(app: typer.Typer) -> None:
                 [
                     ("--model", model),
                     ("--dataset", dataset),
+                    ("--data-dir", data_dir),
+                    ("--data-option", data_options),
                     ("--classes", classes),
                     ("--forget", forget),
                     ("--method", method),
@@ -154,6 +170,7 @@ def register(app: typer.Typer) -> None:
             ),
         )
         prepared = prepare_forget(request, registry)  # every check; nothing written yet
+        print_data_warnings(prepared.dataset.warnings)
         with attach_progress(registry, err_console if json_output else console):
             result = run_forget(prepared)
         if json_output:

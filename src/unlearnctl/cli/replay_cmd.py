@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json, print_warning
+from .common import (
+    JsonFlag,
+    console,
+    err_console,
+    handle_errors,
+    load_registry,
+    print_data_warnings,
+    print_json,
+    print_warning,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +35,14 @@ def register(app: typer.Typer) -> None:
         device: Annotated[
             str | None, typer.Option("--device", help="Device to rerun on [default: the recorded device].")
         ] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--data-dir",
+                help="Folder of the dataset's files (default: the recorded one); its fingerprint must still match.",
+                show_default=False,
+            ),
+        ] = None,
         json_output: JsonFlag = False,
     ) -> None:
         """Rerun a `forget` run from its manifest: same inputs (checked by hash), options and seed.
@@ -39,9 +56,19 @@ def register(app: typer.Typer) -> None:
         registry = load_registry()
         command = command_line(
             "replay",
-            [("", manifest), ("--verify", verify), ("--out", out), ("--device", device), ("--json", json_output)],
+            [
+                ("", manifest),
+                ("--verify", verify),
+                ("--out", out),
+                ("--device", device),
+                ("--data-dir", data_dir),
+                ("--json", json_output),
+            ],
         )
-        prepared = prepare_replay(manifest, out=out, device=device, verify=verify, registry=registry, command=command)
+        prepared = prepare_replay(
+            manifest, out=out, device=device, verify=verify, registry=registry, command=command, data_dir=data_dir
+        )
+        print_data_warnings(prepared.prepared.dataset.warnings)
         for warning in prepared.warnings:
             print_warning(f"environment differs from the recorded run: {warning}")
         with attach_progress(registry, err_console if json_output else console):

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import JsonFlag, console, err_console, handle_errors, load_registry, print_json
+from .common import (
+    DataOptions,
+    JsonFlag,
+    console,
+    err_console,
+    handle_errors,
+    load_registry,
+    print_data_warnings,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +56,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[
             Path | None, typer.Option("--data-dir", help="Folder of the dataset's files (datasets that need one).")
         ] = None,
+        data_options: DataOptions = None,
         json_output: JsonFlag = False,
     ) -> None:
         """Train a class-conditional DDPM from scratch; write a run folder (model/, samples/, log.jsonl, manifest.json).
@@ -70,6 +80,8 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             device=device,
             data_dir=data_dir,
+            data_options=list(data_options or []),
+            on_data_warning=print_data_warnings,
             command=command_line(
                 "train",
                 [
@@ -83,6 +95,7 @@ def register(app: typer.Typer) -> None:
                     ("--seed", seed),
                     ("--device", device),
                     ("--data-dir", data_dir),
+                    ("--data-option", data_options),
                     ("--json", json_output),
                 ],
             ),

@@ -9,21 +9,14 @@ as EraseDiff's outer update (``docs/baselines.md``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field
+from unlearnctl import Method
 
-from unlearnctl import Method, Options
-from unlearnctl.diffusion import ddpm_loss, drop_labels
-
-from .erasediff import DEFAULT_STEPS, EraseDiff
+from .common import BaselineOptions, Trainer
 
 if TYPE_CHECKING:
     from unlearnctl.runner import UnlearnRun
-
-
-#: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them
-_ERASEDIFF = EraseDiff.Options()
 
 
 class FineTune(Method):
@@ -35,43 +28,17 @@ class FineTune(Method):
 
     name = "finetune"
 
-    class Options(Options):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (the same budget as erasediff's default)")
-        lr: float = Field(_ERASEDIFF.lr, gt=0, description="Adam learning rate")
-        betas: tuple[float, float] = Field(_ERASEDIFF.betas, description="Adam betas")
-        weight_decay: float = Field(_ERASEDIFF.weight_decay, ge=0, description="weight decay (> 0 switches to AdamW)")
-        remain_batch_size: int = Field(_ERASEDIFF.remain_batch_size, ge=1, description="images of D_r per step")
-        grad_clip: float = Field(_ERASEDIFF.grad_clip, ge=0, description="gradient-norm clip (0 = off)")
-        save_ema: bool = Field(
-            _ERASEDIFF.save_ema, description="save an EMA of the weights instead of the raw weights (as erasediff)"
-        )
-        ema_decay: float = Field(_ERASEDIFF.ema_decay, ge=0, lt=1, description="rate of that EMA (0 = none)")
-        antithetic: bool = Field(
-            _ERASEDIFF.antithetic, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t"
-        )
-        class_dropout: float = Field(
-            _ERASEDIFF.class_dropout,
-            ge=0,
-            lt=1,
-            description="probability of the null class on remain labels (guidance dropout; off)",
-        )
+    class Options(BaselineOptions):
+        forget_batch_size: ClassVar[None] = None  # no option: the forget set is never read
 
     def unlearn(self, run: UnlearnRun) -> None:
-        o = self.options
-        model, unet = run.model, run.model.unet
-        params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
-        remain = run.batches("remain", o.remain_batch_size)
-
+        trainer = Trainer(run, self.options)
         for step in run.steps():
             # 1. a remain batch (x_r, c_r) ~ D_r, t ~ U{0..T-1} (antithetic), eps ~ N(0, I)
-            x_r, c_r = next(remain)
-            eps_r, t_r = run.sample_noise_and_t(x_r, o.antithetic)
-            c_r = drop_labels(c_r, o.class_dropout, model.null_class, run.generator) if model.conditional else None
+            remain, _ = trainer.draw()
             # 2. F(theta) = || eps - eps_theta(x_t, t, c) ||^2 on D_r
             with run.autocast():
-                loss_r = ddpm_loss(unet, model.scheduler, x_r, c_r, t_r, eps_r)
+                loss_r = trainer.ddpm_loss(remain)
             # 3. Adam step on grad F: clip, step, EMA (the runner)
-            grad_norm = run.backward_step(optimizer, loss_r, clip=o.grad_clip)
+            grad_norm = trainer.step(loss_r)
             run.log(step, {"loss_r": loss_r.item(), "grad_norm": grad_norm})

@@ -20,17 +20,24 @@ from typing import TYPE_CHECKING
 import torch
 from pydantic import Field
 
-from unlearnctl import Method, Options
-from unlearnctl.diffusion import ddpm_loss, drop_labels
+from unlearnctl import Method
 
-from .erasediff import DEFAULT_STEPS, EraseDiff
+from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 
 if TYPE_CHECKING:
     from unlearnctl.runner import UnlearnRun
 
 
-#: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them
-_ERASEDIFF = EraseDiff.Options()
+class _NegGradOptions(StepsOptions):
+    """neggrad's own options, shown after ``steps`` and before the shared ones (``common.py``)."""
+
+    alpha: float = Field(1.0, ge=0, description="weight of the remaining-set DDPM loss F")
+    forget_loss_max: float | None = Field(
+        1.0,
+        gt=0,
+        description="ceiling on the ascended forget loss: above it the ascent stops (1 = the loss of predicting "
+        "eps = 0); null = unbounded ascent",
+    )
 
 
 class NegGrad(Method):
@@ -41,65 +48,28 @@ class NegGrad(Method):
 
     name = "neggrad"
 
-    class Options(Options):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (the same budget as erasediff's default)")
-        alpha: float = Field(1.0, ge=0, description="weight of the remaining-set DDPM loss F")
-        forget_loss_max: float | None = Field(
-            1.0,
-            gt=0,
-            description="ceiling on the ascended forget loss: above it the ascent stops (1 = the loss of predicting "
-            "eps = 0); null = unbounded ascent",
-        )
-        lr: float = Field(_ERASEDIFF.lr, gt=0, description="Adam learning rate")
-        betas: tuple[float, float] = Field(_ERASEDIFF.betas, description="Adam betas")
-        weight_decay: float = Field(_ERASEDIFF.weight_decay, ge=0, description="weight decay (> 0 switches to AdamW)")
-        remain_batch_size: int = Field(_ERASEDIFF.remain_batch_size, ge=1, description="images of D_r per step")
-        forget_batch_size: int = Field(_ERASEDIFF.forget_batch_size, ge=1, description="images of D_f per step")
+    class Options(BaselineOptions, _NegGradOptions):
         grad_clip: float = Field(
-            _ERASEDIFF.grad_clip, ge=0, description="gradient-norm clip (0 = off; the ascent then is unbounded)"
-        )
-        save_ema: bool = Field(
-            _ERASEDIFF.save_ema, description="save an EMA of the weights instead of the raw weights (as erasediff)"
-        )
-        ema_decay: float = Field(_ERASEDIFF.ema_decay, ge=0, lt=1, description="rate of that EMA (0 = none)")
-        antithetic: bool = Field(
-            _ERASEDIFF.antithetic, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t"
-        )
-        class_dropout: float = Field(
-            _ERASEDIFF.class_dropout,
-            ge=0,
-            lt=1,
-            description="probability of the null class on remain labels (guidance dropout; off)",
+            ERASEDIFF_DEFAULTS.grad_clip, ge=0, description="gradient-norm clip (0 = off; the ascent then is unbounded)"
         )
 
     def unlearn(self, run: UnlearnRun) -> None:
         o = self.options
-        model, unet = run.model, run.model.unet
-        params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
-        remain = run.batches("remain", o.remain_batch_size)
-        forget = run.batches("forget", o.forget_batch_size)
+        trainer = Trainer(run, o)
         ceiling = float("inf") if o.forget_loss_max is None else o.forget_loss_max
 
         for step in run.steps():
             # 1. a remain and a forget batch; one antithetic draw of t for both; eps ~ N(0, I) for each
-            x_r, c_r = next(remain)
-            x_f, c_f = next(forget)
-            t = run.timesteps(max(len(x_r), len(x_f)), o.antithetic)
-            t_r, t_f = t[: len(x_r)], t[: len(x_f)]
-            eps_r, eps_f = run.randn_like(x_r), run.randn_like(x_f)
-            c_r = drop_labels(c_r, o.class_dropout, model.null_class, run.generator) if model.conditional else None
-            c_f = c_f if model.conditional else None
+            remain, forget = trainer.draw(forget_noise=True)
             with run.autocast():
                 # 2. L(D_f): the DDPM loss on the forget set, under its own labels
-                loss_f = ddpm_loss(unet, model.scheduler, x_f, c_f, t_f, eps_f)
+                loss_f = trainer.ddpm_loss(forget)
                 # 3. F(theta): the DDPM loss on the remaining set
-                loss_r = ddpm_loss(unet, model.scheduler, x_r, c_r, t_r, eps_r)
+                loss_r = trainer.ddpm_loss(remain)
             # 4. -min(L_f, L_max) + alpha F: clamp has zero gradient above the ceiling, so the ascent stops there
             loss = -torch.clamp(loss_f, max=ceiling) + o.alpha * loss_r
             # 5. Adam step: global-norm clip, step, EMA (the runner)
-            grad_norm = run.backward_step(optimizer, loss, clip=o.grad_clip)
+            grad_norm = trainer.step(loss)
             run.log(
                 step,
                 {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "ascent": float(loss_f.item() < ceiling),

@@ -18,15 +18,16 @@ uniformly from the kept classes. ``docs/baselines.md`` has the details.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
-from unlearnctl import Method, Options
-from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
+from unlearnctl import Method
+from unlearnctl.diffusion import add_noise, ddpm_loss
 
-from .erasediff import DEFAULT_STEPS, EraseDiff, draw_surrogates
+from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
+from .erasediff import draw_surrogates
 from .losses import check_relabel, relabel_loss
 
 if TYPE_CHECKING:
@@ -37,8 +38,16 @@ if TYPE_CHECKING:
 MASK_FILE = "salun-mask.safetensors"
 
 
-#: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them
-_ERASEDIFF = EraseDiff.Options()
+class _SalUnOptions(StepsOptions):
+    """salun's own options, shown after ``steps`` and before the shared ones (``common.py``)."""
+
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="fraction of weights kept trainable: those with the largest saliency"
+    )
+    saliency_loss: Literal["ddpm", "relabel"] = Field(
+        "ddpm", description="loss whose |gradient| over D_f is the saliency: ddpm (SalUn's code) or relabel"
+    )
+    alpha: float = Field(3.0, ge=0, description="weight of the remaining-set DDPM loss F (SalUn's, per pixel)")
 
 
 class SalUn(Method):
@@ -51,36 +60,13 @@ class SalUn(Method):
     name = "salun"
     conditional_only = True
 
-    class Options(Options):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (the same budget as erasediff's default)")
-        threshold: float = Field(
-            0.5, gt=0, le=1, description="fraction of weights kept trainable: those with the largest saliency"
-        )
-        saliency_loss: Literal["ddpm", "relabel"] = Field(
-            "ddpm", description="loss whose |gradient| over D_f is the saliency: ddpm (SalUn's code) or relabel"
-        )
-        alpha: float = Field(3.0, ge=0, description="weight of the remaining-set DDPM loss F (SalUn's, per pixel)")
-        lr: float = Field(_ERASEDIFF.lr, gt=0, description="Adam learning rate")
-        betas: tuple[float, float] = Field(_ERASEDIFF.betas, description="Adam betas")
-        remain_batch_size: int = Field(_ERASEDIFF.remain_batch_size, ge=1, description="images of D_r per step")
+    class Options(BaselineOptions, _SalUnOptions):
+        weight_decay: ClassVar[float] = 0.0  # no option: plain Adam
         forget_batch_size: int = Field(
-            _ERASEDIFF.forget_batch_size, ge=1, description="images of D_f per step (and per saliency batch)"
+            ERASEDIFF_DEFAULTS.forget_batch_size, ge=1, description="images of D_f per step (and per saliency batch)"
         )
         grad_clip: float = Field(
-            _ERASEDIFF.grad_clip, ge=0, description="gradient-norm clip of the masked gradient (0 = off)"
-        )
-        save_ema: bool = Field(
-            _ERASEDIFF.save_ema, description="save an EMA of the weights instead of the raw weights (as erasediff)"
-        )
-        ema_decay: float = Field(_ERASEDIFF.ema_decay, ge=0, lt=1, description="rate of that EMA (0 = none)")
-        antithetic: bool = Field(
-            _ERASEDIFF.antithetic, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t"
-        )
-        class_dropout: float = Field(
-            _ERASEDIFF.class_dropout,
-            ge=0,
-            lt=1,
-            description="probability of the null class on remain labels (guidance dropout; off)",
+            ERASEDIFF_DEFAULTS.grad_clip, ge=0, description="gradient-norm clip of the masked gradient (0 = off)"
         )
 
     def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
@@ -155,28 +141,18 @@ class SalUn(Method):
         self.save_mask(run, names, masks)
         trainable = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
-        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas)
-        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
-        remain = run.batches("remain", o.remain_batch_size)
-        forget = run.batches("forget", o.forget_batch_size)
+        trainer = Trainer(run, o, params)
         for step in run.steps():
             # 3. a remain and a forget batch; one antithetic draw of t for both
-            x_r, c_r = next(remain)
-            x_f, c_f = next(forget)
-            t = run.timesteps(max(len(x_r), len(x_f)), o.antithetic)
-            t_r, t_f = t[: len(x_r)], t[: len(x_f)]
-            eps_r = run.randn_like(x_r)
-            c_r = drop_labels(c_r, o.class_dropout, model.null_class, run.generator)
-            x_t = add_noise(model.scheduler, x_f, run.randn_like(x_f), t_f)
-            c_hat = draw_surrogates(c_f.cpu(), kept, run.generator).to(run.device)
+            remain, forget = trainer.draw()
             # 4. the random-label loss f_relabel + alpha F (as random-label)
             with run.autocast():
-                loss_f = relabel_loss(unet, x_t, t_f, c_f, c_hat)
-                loss_r = ddpm_loss(unet, model.scheduler, x_r, c_r, t_r, eps_r)
+                loss_f = trainer.relabel_loss(forget)
+                loss_r = trainer.ddpm_loss(remain)
             # 5. zero the gradients of masked-out weights, then clip, step, EMA (the runner). Adam moves a
             #    weight only where a gradient was ever non-zero, so masked-out weights stay exactly as they were.
             grads = [g * m for g, m in zip(run.grads(loss_f + o.alpha * loss_r, params), masks, strict=True)]
-            grad_norm = run.apply_gradients(optimizer, grads, clip=o.grad_clip)
+            grad_norm = trainer.apply_gradients(grads)
             run.log(
                 step,
                 {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "grad_norm": grad_norm, "trainable": trainable},

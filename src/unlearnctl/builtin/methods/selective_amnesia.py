@@ -23,15 +23,15 @@ after the step budget; the default here is 1 (measured in ``docs/baselines.md``)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
 
-from unlearnctl import Method, Options, UsageError
-from unlearnctl.diffusion import add_noise, ddpm_loss, predict_noise, sample
+from unlearnctl import Method, UsageError
+from unlearnctl.diffusion import add_noise, predict_noise, sample
 
-from .erasediff import DEFAULT_STEPS, EraseDiff
+from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 
 if TYPE_CHECKING:
     from unlearnctl import DiffusionModel, ForgetSplit
@@ -41,8 +41,29 @@ if TYPE_CHECKING:
 FISHER_CHUNK = 250
 
 
-#: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them
-_ERASEDIFF = EraseDiff.Options()
+class _SelectiveAmnesiaOptions(StepsOptions):
+    """selective-amnesia's own options, shown after ``steps`` and before the shared ones (``common.py``)."""
+
+    gamma: float = Field(1.0, ge=0, description="weight of the generative-replay loss (SA: 1)")
+    lambda_: float = Field(
+        1.0,
+        ge=0,
+        alias="lambda",
+        description="weight of the EWC penalty, in SA's units (SA's CIFAR-10 value, 10, stops ddpm-digits "
+        "from forgetting)",
+    )
+    samples_per_class: int = Field(
+        50, ge=1, description="images generated per class by the original model (replay and Fisher)"
+    )
+    fisher_samples: int = Field(50, ge=1, description="generated images the Fisher is averaged over")
+    fisher_timesteps: int | None = Field(
+        None,
+        ge=1,
+        description="timesteps per image in the Fisher: null = all T (SA); fewer = one per stratum, faster but the "
+        "Fisher's noise part grows ~T / n",
+    )
+    sample_steps: int = Field(50, ge=1, description="DDIM steps of the generated images")
+    guidance: float = Field(2.0, ge=0, description="classifier-free guidance w of the generated images")
 
 
 class SelectiveAmnesia(Method):
@@ -56,42 +77,17 @@ class SelectiveAmnesia(Method):
     name = "selective-amnesia"
     conditional_only = True
 
-    class Options(Options):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="optimizer steps (the same budget as erasediff's default)")
-        gamma: float = Field(1.0, ge=0, description="weight of the generative-replay loss (SA: 1)")
-        lambda_: float = Field(
-            1.0,
-            ge=0,
-            alias="lambda",
-            description="weight of the EWC penalty, in SA's units (SA's CIFAR-10 value, 10, stops ddpm-digits "
-            "from forgetting)",
+    class Options(BaselineOptions, _SelectiveAmnesiaOptions):
+        weight_decay: ClassVar[float] = 0.0  # no option: plain Adam
+        remain_batch_size: int = Field(
+            ERASEDIFF_DEFAULTS.remain_batch_size, ge=1, description="replayed images per step"
         )
-        samples_per_class: int = Field(
-            50, ge=1, description="images generated per class by the original model (replay and Fisher)"
-        )
-        fisher_samples: int = Field(50, ge=1, description="generated images the Fisher is averaged over")
-        fisher_timesteps: int | None = Field(
-            None,
-            ge=1,
-            description="timesteps per image in the Fisher: null = all T (SA); fewer = one per stratum, faster but the "
-            "Fisher's noise part grows ~T / n",
-        )
-        sample_steps: int = Field(50, ge=1, description="DDIM steps of the generated images")
-        guidance: float = Field(2.0, ge=0, description="classifier-free guidance w of the generated images")
-        lr: float = Field(_ERASEDIFF.lr, gt=0, description="Adam learning rate")
-        betas: tuple[float, float] = Field(_ERASEDIFF.betas, description="Adam betas")
-        remain_batch_size: int = Field(_ERASEDIFF.remain_batch_size, ge=1, description="replayed images per step")
         forget_batch_size: int = Field(
-            _ERASEDIFF.forget_batch_size, ge=1, description="uniform-noise images of the forgotten class per step"
+            ERASEDIFF_DEFAULTS.forget_batch_size,
+            ge=1,
+            description="uniform-noise images of the forgotten class per step",
         )
-        grad_clip: float = Field(_ERASEDIFF.grad_clip, ge=0, description="gradient-norm clip (0 = off)")
-        save_ema: bool = Field(
-            _ERASEDIFF.save_ema, description="save an EMA of the weights instead of the raw weights (as erasediff)"
-        )
-        ema_decay: float = Field(_ERASEDIFF.ema_decay, ge=0, lt=1, description="rate of that EMA (0 = none)")
-        antithetic: bool = Field(
-            _ERASEDIFF.antithetic, description="antithetic timesteps: draw n/2+1 values of t, append T-1-t"
-        )
+        class_dropout: ClassVar[float] = 0.0  # no option: replay labels are never dropped
 
     def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
         """SA forgets whole classes of a class-conditional model and rehearses the others."""
@@ -167,6 +163,13 @@ class SelectiveAmnesia(Method):
                 idx = perm[start : start + size]
                 yield images[idx].to(run.device), labels[idx].to(run.device)
 
+    def _surrogates(self, run: UnlearnRun, forgotten: torch.Tensor, shape: torch.Size) -> Iterator[tuple]:
+        """Endless forget batches: ``forget_batch_size`` images x0 ~ U[-1, 1]^d, each labelled a forgotten class."""
+        n = self.options.forget_batch_size
+        while True:
+            x0 = torch.rand((n, *shape), generator=run.generator).to(run.device) * 2 - 1
+            yield x0, forgotten[torch.randint(len(forgotten), (n,), generator=run.generator)].to(run.device)
+
     # -- the update ------------------------------------------------------------------------------
 
     def unlearn(self, run: UnlearnRun) -> None:
@@ -190,28 +193,21 @@ class SelectiveAmnesia(Method):
         is_kept = torch.isin(labels, torch.tensor(kept, dtype=torch.long))
         replay = self._replay(run, images[is_kept], labels[is_kept])
 
-        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas)
-        run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
+        trainer = Trainer(run, o, params, remain=replay, forget=self._surrogates(run, forgotten, images.shape[1:]))
         for step in run.steps():
             # 2. a replay batch (generated kept-class images) and a forget batch: x0 ~ U[-1, 1]^d labelled c_f;
             #    one antithetic draw of t for both (SA's code)
-            x_r, c_r = next(replay)
-            n_f = o.forget_batch_size
-            x_f = torch.rand((n_f, *x_r.shape[1:]), generator=run.generator).to(run.device) * 2 - 1
-            c_f = forgotten[torch.randint(len(forgotten), (n_f,), generator=run.generator)].to(run.device)
-            t = run.timesteps(max(len(x_r), n_f), o.antithetic)
-            t_r, t_f = t[: len(x_r)], t[:n_f]
-            eps_r, eps_f = run.randn_like(x_r), run.randn_like(x_f)
+            remain, forget = trainer.draw(forget_noise=True)
             with run.autocast():
                 # 3. forget: the DDPM loss of uniform-noise images under c_f (the surrogate distribution)
-                loss_f = ddpm_loss(unet, model.scheduler, x_f, c_f, t_f, eps_f)
+                loss_f = trainer.ddpm_loss(forget)
                 # 4. generative replay: the DDPM loss of the original model's kept-class samples
-                loss_r = ddpm_loss(unet, model.scheduler, x_r, c_r, t_r, eps_r)
+                loss_r = trainer.ddpm_loss(remain)
             # 5. EWC: sum_i F_i (theta_i - theta*_i)^2, weighted lambda / d (SA's objective divided by d)
             loss_ewc = self.ewc(params, anchor, fisher)
             loss = loss_f + o.gamma * loss_r + (o.lambda_ / d) * loss_ewc
             # 6. one Adam step: clip, step, EMA (the runner)
-            grad_norm = run.backward_step(optimizer, loss, clip=o.grad_clip)
+            grad_norm = trainer.step(loss)
             run.log(
                 step,
                 {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "ewc": loss_ewc.item(), "grad_norm": grad_norm},
