@@ -31,7 +31,6 @@ meta["judge"] = "judge"  # the judge folder, relative to the model folder
 json.dump(meta, open(path, "w"), indent=2)
 open(path, "a").write("\n")
 PY
-# 3. a grid of 100 samples, and the class shares of 1,000 samples judged by the judge (eval's metric)
+# 3. a grid of 100 samples (the class shares of 1,000 samples are measured by bench/uncond_digits.py)
 "$UNLEARNCTL" sample --model ddpm-digits-uncond --num 100 --seed 0 --out "$BUILD/grid"
 cp "$BUILD/grid/grid.png" docs/img/ddpm-digits-uncond-grid.png
-"$PYTHON" bench/digits_uncond_quality.py --num 1000 --seed 0 --json "$BUILD/quality.json"

@@ -36,7 +36,7 @@ def row(variant: str, run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
     res, ref = metrics["results"]["model"], metrics["results"]["reference"]
-    after_kept, before_kept = res["kept"]["per_class"], ref["kept"]["per_class"]
+    after_kept, before_kept = res["kept"]["per_class_share"], ref["kept"]["per_class_share"]
     ratios = [after_kept[c] / before_kept[c] for c in before_kept if before_kept[c] > 0]
     return {
         "variant": variant or "defaults",
