@@ -26,7 +26,6 @@ import torch
 def build_inputs(root: Path, images_per_batch: int) -> tuple[Path, Path]:
     """A random-weight model folder with the hub model's config, and CIFAR-10 stand-in batches."""
     from diffusers import DDPMScheduler, UNet2DModel
-
     from torchvision.datasets import CIFAR10
 
     from unlearnctl.builtin.realdata import CIFAR10_BASE

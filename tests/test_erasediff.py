@@ -145,6 +145,28 @@ def test_uniform_target_runs_on_unconditional_model() -> None:
     assert sha != state_sha256(tiny_model(conditional=False).unet)
 
 
+def test_unconditional_models_take_their_own_defaults_for_the_options_not_set() -> None:
+    data = tiny_image_set()
+    split = split_forget(data, {data.ids[0]})
+    method = EraseDiff(resolve_options(EraseDiff, sets={"lr": 5e-4}))
+    method.check(tiny_model(conditional=False), split)
+    o = method.options
+    assert (o.target, o.corruption, o.lambda_rule, o.lambda_, o.steps) == ("uniform", "gaussian", "fixed", 0.03, 300)
+    assert o.remain_batch_size == 256
+    assert o.lr == 5e-4  # set by the user: kept
+    # a class-conditional model keeps the defaults, and recorded options (a replay) are all explicit
+    conditional = EraseDiff()
+    conditional.check(tiny_model(), split)
+    assert (conditional.options.lambda_rule, conditional.options.steps) == ("bome", 150)
+    recorded = EraseDiff(resolve_options(EraseDiff, config=EraseDiff.Options().model_dump(by_alias=True)))
+    recorded.check(tiny_model(conditional=False), split)
+    assert (recorded.options.lambda_rule, recorded.options.steps, recorded.options.corruption) == (
+        "bome",
+        150,
+        "uniform",
+    )
+
+
 def test_relabel_needs_another_kept_class() -> None:
     data = tiny_image_set(num_classes=1)  # forgetting some images of the only class: nothing to relabel to
     split = split_forget(data, set(data.ids[:3]))

@@ -107,3 +107,23 @@ def test_load_dataset_errors():
         load_dataset("digit")
     with pytest.raises(UsageError, match="split"):
         load_dataset("digits", "val")  # type: ignore[arg-type]
+
+
+def test_shipped_unconditional_model_and_its_judge():
+    """ddpm-digits-uncond: the same network without class input, the judge of ddpm-digits beside it."""
+    from unlearnctl.judge import load_judge
+    from unlearnctl.judging import class_fractions
+    from unlearnctl.models import folder_sha256
+    from unlearnctl.sampling import SampleOptions
+
+    folder = asset_folder("ddpm-digits-uncond")
+    assert UNet2DModel.from_pretrained(folder).config.num_class_embeds is None
+    model = load_model("ddpm-digits-uncond")
+    assert not model.conditional and model.default_dataset == "digits" and model.extra["weights"] == "ema"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["weights"]["output_sha256"] == state_sha256(model.unet)
+    assert manifest["runner"]["train"]["conditional"] is False
+    assert folder_sha256(model.judge_path) == folder_sha256(SHIPPED / "judge")
+    # it draws every digit: a small version of docs/digits.md's shares (1,000 samples, 50 steps there)
+    shares = class_fractions(model, load_judge(model.judge_path), n=200, sampler=SampleOptions(steps=10))
+    assert min(shares) >= 0.03 and max(shares) <= 0.2

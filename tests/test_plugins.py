@@ -302,3 +302,17 @@ def test_docs_hook_reference_matches_the_hookspecs(repo_root):
             .replace(":class:`unlearnctl.", "`unlearnctl.")
             in section
         )
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "hint"),
+    [
+        ("method", "erasediff", "forget --method erasediff --set KEY=VALUE"),
+        ("metric", "fidelity", "eval RUN --set fidelity.KEY=VALUE"),
+        ("dataset", "digits", "--data-option KEY=VALUE"),
+    ],
+)
+def test_show_says_how_to_set_the_options_of_each_kind(cli, kind: str, name: str, hint: str) -> None:
+    result = cli("show", kind, name)
+    assert result.exit_code == 0, result.output
+    assert hint in " ".join(result.stdout.split())

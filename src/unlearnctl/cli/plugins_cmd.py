@@ -182,7 +182,22 @@ def show(kind: KindArg, name: NameArg, json_output: JsonFlag = False) -> None:
     for row in details["options"]:
         table.add_row(escape(row["name"]), escape(row["type"]), escape(_default_text(row)), escape(row["help"]))
     console.print(table)
-    console.print("Set options with --set NAME=VALUE or --config FILE (TOML, YAML or JSON).", style="dim")
+    console.print(_how_to_set(k, info.name), style="dim")
+
+
+#: how each kind's options are set on the command line
+_SET_HINTS = {
+    "method": "unlearnctl forget --method {name} --set KEY=VALUE (or --config FILE: TOML, YAML or JSON)",
+    "metric": "unlearnctl eval RUN --set {name}.KEY=VALUE",
+    "dataset": "--data-option KEY=VALUE on forget, eval, train and train-judge",
+    "selector": "unlearnctl forget --forget {name}:ARGS (the selector reads its options from ARGS)",
+    "model": "the Python API (a hub model's revision: --model owner/name@REVISION)",
+}
+
+
+def _how_to_set(kind: str, name: str) -> str:
+    hint = _SET_HINTS.get(kind)
+    return f"Set them with: {hint.format(name=name)}" if hint else "Set them through the Python API."
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,21 @@ LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 #: outer steps on the built-in ddpm-digits model (see docs/erasediff.md, "Choosing the defaults")
 DEFAULT_STEPS = 150
 
+#: The defaults that differ on an unconditional model, where only the ``uniform`` target applies: the
+#: sampler's gaussian input corruption (the authors' uniform one erases too slowly), a small fixed lambda
+#: (with ``bome`` the erasure takes over and shifts every class, not only the forgotten one), twice the
+#: remaining images per step to hold the other classes in place, and a longer, faster schedule. Applied
+#: by :meth:`EraseDiff.check` to the options the user did not set; the manifest records the values used.
+#: Measured on ``ddpm-digits-uncond`` (docs/erasediff.md, docs/uncond-digits.md).
+UNCONDITIONAL_DEFAULTS: dict[str, object] = {
+    "corruption": "gaussian",
+    "lambda_rule": "fixed",
+    "lambda_": 0.03,
+    "lr": 3e-4,
+    "remain_batch_size": 256,
+    "steps": 300,
+}
+
 
 def bilevel_lambda(
     rule: LambdaRule,
@@ -113,7 +128,9 @@ class EraseDiff(Method):
         target: Literal["auto", "relabel", "uniform"] = Field(
             "auto",
             description="erasure loss f: relabel (match a kept class's prediction; conditional models), uniform "
-            "(train toward u ~ U[0,1)); auto = relabel for conditional models, uniform for unconditional ones",
+            "(train toward u ~ U[0,1)); auto = relabel for conditional models, uniform for unconditional ones. "
+            "On an unconditional model the options not set take other defaults: corruption=gaussian, "
+            "lambda_rule=fixed, lambda=0.03, lr=3e-4, remain_batch_size=256, steps=300 (docs/erasediff.md)",
         )
         corruption: Literal["uniform", "gaussian"] = Field(
             "uniform",
@@ -153,8 +170,13 @@ class EraseDiff(Method):
     # -- validation against the model and the split (called before any work) ---------------------
 
     def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
-        """Resolve ``target=auto`` and refuse combinations that cannot work, in one line each."""
+        """Resolve ``target=auto`` and the unconditional defaults; refuse combinations that cannot work."""
         o = self.options
+        if not model.conditional:
+            explicit = o.model_fields_set
+            for key, value in UNCONDITIONAL_DEFAULTS.items():
+                if key not in explicit:
+                    setattr(o, key, value)
         if o.target == "auto":
             o.target = "relabel" if model.conditional else "uniform"
         if o.target == "relabel" and not model.conditional:
