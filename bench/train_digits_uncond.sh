@@ -17,20 +17,7 @@ time "$UNLEARNCTL" train --dataset digits --out "$BUILD/train" --steps 6000 --se
     --set conditional=false
 # 2. ship: the flat diffusers folder, the judge of ddpm-digits beside it, the manifest of the run that made it
 ASSET=src/unlearnctl/assets/ddpm-digits-uncond
-rm -rf "$ASSET"
-mkdir -p "$ASSET"
-cp "$BUILD/train/model/"* "$ASSET/"
-cp "$BUILD/train/manifest.json" "$ASSET/manifest.json"
-cp -r src/unlearnctl/assets/ddpm-digits/judge "$ASSET/judge"
-chmod -R u+rwX,go+rX "$ASSET"   # run folders are private (0700); package files are not
-"$PYTHON" - "$ASSET/unlearnctl.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-meta = json.load(open(path))
-meta["judge"] = "judge"  # the judge folder, relative to the model folder
-json.dump(meta, open(path, "w"), indent=2)
-open(path, "a").write("\n")
-PY
+bench/ship_asset.sh "$BUILD/train" "$ASSET" src/unlearnctl/assets/ddpm-digits/judge
 # 3. a grid of 100 samples (the class shares of 1,000 samples are measured by bench/uncond_digits.py)
 "$UNLEARNCTL" sample --model ddpm-digits-uncond --num 100 --seed 0 --out "$BUILD/grid"
 cp "$BUILD/grid/grid.png" docs/img/ddpm-digits-uncond-grid.png

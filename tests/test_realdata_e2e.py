@@ -232,7 +232,7 @@ def test_replay_refuses_other_data_under_data_dir(cli, imagefolder_run, tmp_path
     [
         (["--data-option", "resolutoin=8"], "unknown option 'resolutoin' (did you mean 'resolution'?); options: "),
         (["--data-option", "resolution=4"], "bad value for option 'resolution'"),
-        (["--data-option", "resolution"], "--data-option 'resolution': write KEY=VALUE"),
+        (["--data-option", "resolution"], "--data-option 'resolution': write key=value"),
     ],
 )
 def test_bad_data_option_is_one_line_exit_2(cli, imagefolder_run, tmp_path: Path, args, message) -> None:

@@ -93,8 +93,10 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def parse_set_values(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_set_values(pairs: Sequence[str], flag: str = "--set", example: str = "lr=1e-4") -> dict[str, Any]:
     """``["lr=1e-4", "mode=fixed"]`` -> ``{"lr": 0.0001, "mode": "fixed"}`` (later pairs win).
+
+    ``flag`` and ``example`` name the command-line option in the error message.
 
     :raises OptionError: a pair without ``=`` or with an empty key.
     """
@@ -103,7 +105,7 @@ def parse_set_values(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise OptionError(f"--set '{pair}': write key=value (for example --set lr=1e-4)")
+            raise OptionError(f"{flag} '{pair}': write key=value (for example {flag} {example})")
         values[key] = parse_value(raw)
     return values
 

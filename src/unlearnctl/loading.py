@@ -135,20 +135,13 @@ def parse_data_options(pairs: Sequence[str] | Mapping[str, Any] | None) -> dict[
     Values are read as ``--set`` values are (:func:`unlearnctl.config.parse_value`); a mapping is taken as
     already parsed. :raises UsageError: a pair without ``=`` or with an empty key.
     """
-    from .config import parse_value
+    from .config import parse_set_values
 
     if pairs is None:
         return {}
     if isinstance(pairs, Mapping):
         return dict(pairs)
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--data-option '{pair}': write KEY=VALUE (for example --data-option download=true)")
-        values[key] = parse_value(raw)
-    return values
+    return parse_set_values(pairs, flag="--data-option", example="download=true")
 
 
 def dataset_options(
