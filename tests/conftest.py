@@ -27,17 +27,39 @@ _CLEARED_ENV = (
 )
 
 
+#: torch intra-op threads of the tests (see pytest_configure)
+TEST_THREADS = int(os.environ.get("UNLEARNCTL_TEST_THREADS", "1"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # One intra-op thread: the tiny models of the tests gain nothing from more, and on a shared 2-core
     # machine two OpenMP threads fighting other processes made a training step 100x slower (6 s vs 0.06 s).
     import torch
 
-    torch.set_num_threads(int(os.environ.get("UNLEARNCTL_TEST_THREADS", "1")))
+    torch.set_num_threads(TEST_THREADS)
     config.addinivalue_line(
         "markers",
         "pip_install: installs a package into the test environment with pip (offline; deselect with "
         "-m 'not pip_install')",
     )
+
+
+@pytest.fixture(autouse=True)
+def torch_threads() -> Iterator[None]:
+    """Every test starts with the configured torch thread count (1 unless UNLEARNCTL_TEST_THREADS says
+    otherwise) and leaves it as it found it, whatever the code under test set."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny(fake_plugins: FakePlugins) -> None:
+    """The tiny dataset and the tiny-cond / tiny-uncond model presets, installed as a plugin."""
+    fake_plugins.add("tiny", "from tiny_plugin import register_datasets, register_models")
 
 
 @pytest.fixture

@@ -36,14 +36,6 @@ FAST = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def method_class(name: str):
     return get_registry().get("method", name).cls
 

@@ -22,15 +22,6 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models on shared cores run fastest on one torch thread (see docs/eval.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Three erasediff runs of a tiny digits model (one step each), each evaluated with `evaluate`."""

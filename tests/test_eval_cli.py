@@ -18,15 +18,6 @@ SAMPLING = ["-n", N, "--steps", STEPS]
 FAST = [*SAMPLING, "--set", "fidelity.kid_subsets=5", "--set", "membership.draws=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models on shared cores run fastest on one torch thread (see docs/eval.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A tiny 10-class model of the digits (naming a judge) and one erasediff run forgetting class 2."""

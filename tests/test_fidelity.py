@@ -22,15 +22,6 @@ from unlearnctl.fidelity import (
 SHIPPED_JUDGE = Path(__file__).resolve().parents[1] / "src/unlearnctl/assets/ddpm-digits/judge"
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models on shared cores run fastest on one torch thread (see docs/eval.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     train, test = Digits().load("train"), Digits().load("test")

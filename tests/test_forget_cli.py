@@ -13,21 +13,6 @@ from unlearnctl.manifest import read_manifest
 FAST = ["--set", "steps=2", "--set", "remain_batch_size=8", "--set", "forget_batch_size=8", "--grid-per-class", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process slow tiny models down a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny(fake_plugins):
-    """The tiny dataset and tiny-cond / tiny-uncond model presets, installed as a plugin."""
-    fake_plugins.add("tiny", "from tiny_plugin import register_datasets, register_models")
-
-
 def nothing_written(where: Path) -> bool:
     return not any(where.iterdir())
 

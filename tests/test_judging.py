@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from unlearnctl.judging import class_fractions, recognition_rates, summarize
 from unlearnctl.sampling import SampleOptions
 from unlearnctl.testing.tiny import tiny_judge, tiny_model
 
 FAST = SampleOptions(steps=3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_recognition_rates_shape_and_determinism() -> None:

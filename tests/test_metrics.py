@@ -24,15 +24,6 @@ from unlearnctl.testing.tiny import tiny_image_set, tiny_model
 PROTOCOL = SamplingProtocol(steps=2, samples_per_class=3, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small models on shared cores run fastest on one torch thread (see docs/eval.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class StubJudge:
     """A judge that answers a fixed class for every image (or a fixed probability row)."""
 

@@ -6,25 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from unlearnctl.manifest import read_manifest
 from unlearnctl.runner import ForgetRequest, forget
 
 FAST_SETS = ["remain_batch_size=4", "forget_batch_size=4"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny(fake_plugins):
-    fake_plugins.add("tiny", "from tiny_plugin import register_datasets, register_models")
 
 
 def run(out: Path, seed: int = 0, sets: list[str] | None = None, model: str = "tiny-cond") -> Path:

@@ -14,14 +14,6 @@ from unlearnctl.runner import ForgetRequest, UnlearnRun, check_precision, forget
 from unlearnctl.testing.tiny import tiny_image_set, tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_run(seed: int = 0, **kwargs) -> UnlearnRun:
     data = tiny_image_set()
     split = split_forget(data, {i for i, lbl in zip(data.ids, data.labels, strict=True) if lbl == 1})

@@ -777,13 +777,10 @@ def evaluate(request: EvalRequest, registry: Any = None, progress: Progress | No
     """``unlearnctl eval``: validate and load everything, then evaluate and write the results."""
     if request.threads is not None and request.threads < 1:
         raise UsageError("--threads must be at least 1")
-    before = torch.get_num_threads()
-    if request.threads is not None:
-        torch.set_num_threads(request.threads)
-    try:
+    from .runner import torch_threads
+
+    with torch_threads(request.threads):
         return run_eval(prepare_eval(request, registry, progress), progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _jsonable(value: Any) -> Any:

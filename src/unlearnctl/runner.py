@@ -125,7 +125,7 @@ def seeded_generator(seed: int, stream: str) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """torch CPU threads set to ``n`` inside the block (None: unchanged)."""
     if n is None:
         yield
@@ -656,7 +656,7 @@ def run_forget(prepared: PreparedForget) -> ForgetResult:
     threads = prepared.request.threads
     if threads is None and prepared.device.type == "cpu":
         threads = 1
-    with _threads(threads):
+    with torch_threads(threads):
         return _run_forget(prepared)
 
 
