@@ -151,13 +151,17 @@ def test_unconditional_models_take_their_own_defaults_for_the_options_not_set() 
     method = EraseDiff(resolve_options(EraseDiff, sets={"lr": 5e-4}))
     method.check(tiny_model(conditional=False), split)
     o = method.options
-    assert (o.target, o.corruption, o.lambda_rule, o.lambda_, o.steps) == ("uniform", "gaussian", "fixed", 0.03, 300)
-    assert o.remain_batch_size == 256
+    assert (o.target, o.corruption, o.lambda_rule, o.lambda_, o.steps) == ("uniform", "gaussian", "fixed", 0.003, 450)
+    assert (o.remain_batch_size, o.save_ema) == (256, True)
     assert o.lr == 5e-4  # set by the user: kept
     # a class-conditional model keeps the defaults, and recorded options (a replay) are all explicit
     conditional = EraseDiff()
     conditional.check(tiny_model(), split)
-    assert (conditional.options.lambda_rule, conditional.options.steps) == ("bome", 150)
+    assert (conditional.options.lambda_rule, conditional.options.steps, conditional.options.save_ema) == (
+        "bome",
+        150,
+        False,
+    )
     recorded = EraseDiff(resolve_options(EraseDiff, config=EraseDiff.Options().model_dump(by_alias=True)))
     recorded.check(tiny_model(conditional=False), split)
     assert (recorded.options.lambda_rule, recorded.options.steps, recorded.options.corruption) == (

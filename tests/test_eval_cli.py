@@ -189,7 +189,10 @@ def test_unconditional_model_is_judged_by_class_shares(cli, setup, tmp_path):
     data = json.loads((out / METRICS_FILE).read_text())
     model_results = data["results"]["model"]
     assert model_results["forgetting"]["mode"] == "unconditional" and "ua" not in model_results["forgetting"]
-    assert model_results["fidelity"]["n_generated"] == 10 * N  # one unconditional set: n x the judge's classes
+    # one unconditional set of n x the judge's classes; FID compares those not judged as class 2
+    judged_2 = round(model_results["forgetting"]["recognition_rate"] * 10 * N)
+    assert model_results["fidelity"]["n_generated"] == 10 * N - judged_2
+    assert data["protocol"]["generated_set"].startswith("unconditional samples the judge does not assign")
     shares = model_results["kept"]["per_class_share"]
     assert model_results["kept"]["share"] == pytest.approx(sum(shares.values()))
     assert data["sampling"]["model"]["unet_image_evaluations"] == 10 * N * STEPS  # no guidance pass

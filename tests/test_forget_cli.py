@@ -91,7 +91,9 @@ def test_unconditional_model_gets_the_uniform_target(cli, tiny, tmp_path: Path) 
     out = tmp_path / "run"
     result = cli("forget", "--model", "tiny-uncond", "--classes", "2", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
-    assert read_manifest(out).method.options["target"] == "uniform"
+    manifest = read_manifest(out)
+    assert manifest.method.options["target"] == "uniform"
+    assert manifest.method.options["save_ema"] is True and manifest.weights.saved_weights == "ema"
     assert {p.name for p in (out / "samples").iterdir()} == {"samples-before.png", "samples-after.png"}
 
 

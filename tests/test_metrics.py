@@ -153,6 +153,42 @@ def test_fidelity_records_its_protocol_and_compares_kept_classes_only():
     assert ctx.records["reference_set"]["classes"] == [0, 2] and ctx.records["reference_set"]["size"] == 12
 
 
+def test_fidelity_of_an_unconditional_model_leaves_out_the_samples_judged_forgotten():
+    from unlearnctl.errors import UsageError
+
+    class BrightIsOne(Judge):
+        """Judges the brighter half of a batch as class 1, the rest as class 0."""
+
+        def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+            means = images.flatten(1).mean(1)
+            out = torch.zeros(len(images), self.num_classes)
+            out[torch.arange(len(images)), (means > means.median()).long()] = 1.0
+            return out
+
+    data = {"train": tiny_image_set(n_per_class=6, num_classes=3), "test": tiny_image_set(3, 3, seed=1)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        judge = BrightIsOne(3).eval()
+    model = tiny_model(conditional=False)
+    ctx = EvalContext.create(model, forget_classes=[1], kept_classes=[0, 2], judge=judge, protocol=PROTOCOL, data=data)
+    means = ctx.samples(None).flatten(1).mean(1)
+    not_one = int((means <= means.median()).sum())
+    assert 0 < not_one < 9
+
+    kept = Fidelity(Fidelity.Options(kid_subsets=3)).compute(ctx)
+    assert kept["n_generated"] == not_one and kept["n_real"] == 12
+    assert "not assign to a forgotten class" in ctx.records["generated_set"]
+    every = Fidelity(Fidelity.Options(kid_subsets=3, unconditional_set="all")).compute(ctx)
+    assert every["n_generated"] == 9 and every["fid"] != kept["fid"]
+    assert ctx.records["generated_set"] == "all unconditional samples"
+
+    no_judge = EvalContext.create(model, forget_classes=[1], kept_classes=[0, 2], protocol=PROTOCOL, data=data)
+    with pytest.raises(UsageError, match="unconditional_set=all"):
+        Fidelity().prepare(no_judge)  # before any sampling
+    with pytest.raises(UsageError, match="unconditional_set=all"):
+        Fidelity().compute(no_judge)
+
+
 # --- membership inference -------------------------------------------------------------------------------
 
 

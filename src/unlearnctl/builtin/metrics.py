@@ -123,8 +123,12 @@ class Kept(Metric):
 class Fidelity(Metric):
     """FID, KID and precision/recall of the kept classes' samples vs. their real images (torch-fidelity).
 
-    Generated set: the samples of every kept class (conditional models) or all unconditional samples.
-    Real set: the images of the kept classes in ``real_split`` of the evaluation data set.
+    Generated set: the samples of every kept class (conditional models). Unconditional models:
+    ``unconditional_set=kept`` (the default) takes only the samples the judge does not assign to a
+    forgotten class -- the samples "of the remaining classes" of the protocol; with all of them, a model
+    that stops drawing the forgotten class moves towards the kept-class reference whatever happens to
+    its other samples. ``all`` takes every sample. Real set: the images of the kept classes in
+    ``real_split`` of the evaluation data set.
     Features: ``judge`` (the judge's penultimate layer; the default when there is a judge) or
     ``inception`` (standard Inception-v3 pool3 from a local weights file; see docs/eval.md).
     FID on judge features is not comparable with published Inception FIDs, only across runs.
@@ -146,6 +150,11 @@ class Fidelity(Metric):
             None, description="refuse the Inception weights unless their sha256 is this"
         )
         real_split: Literal["train", "test"] = Field("train", description="split of the real images")
+        unconditional_set: Literal["kept", "all"] = Field(
+            "kept",
+            description="unconditional models: the samples compared -- kept = those the judge does not assign to a "
+            "forgotten class (needs a judge), all = every sample",
+        )
         kid_subsets: int = Field(100, ge=1, description="KID: number of subsets")
         kid_subset_size: int = Field(1000, ge=2, description="KID: subset size (lowered to the smaller set's size)")
         prc_neighborhood: int = Field(3, ge=1, description="precision/recall: k of the k-NN radius")
@@ -170,15 +179,33 @@ class Fidelity(Metric):
 
     def prepare(self, ctx: Any) -> None:
         if ctx.kept_classes:
+            self._check_filter(ctx)
             self._extractor(ctx)
+
+    def _filters(self, ctx: Any) -> bool:
+        """Whether the unconditional samples judged as a forgotten class are left out."""
+        return not ctx.conditional and self.options.unconditional_set == "kept" and bool(ctx.forget_classes)
+
+    def _check_filter(self, ctx: Any) -> None:
+        if self._filters(ctx) and ctx.judge is None:
+            raise UsageError(
+                "metric 'fidelity' compares the unconditional samples not judged as a forgotten class, and this "
+                "model names no judge: pass --judge DIR, or --set fidelity.unconditional_set=all"
+            )
 
     def compute(self, ctx: Any) -> dict[str, Any]:
         from unlearnctl.fidelity import fidelity_metrics
 
         if not ctx.kept_classes:
             return {"skipped": "no kept classes"}
+        if ctx.conditional:
+            generated = torch.cat([ctx.samples(c) for c in ctx.kept_classes])
+        else:
+            generated = self._unconditional(ctx)
+            if len(generated) < 2:
+                n = len(generated)
+                return {"skipped": f"{n} samples not judged as a forgotten class", "n_generated": n}
         extractor = self._extractor(ctx)
-        generated = torch.cat([ctx.samples(c) for c in ctx.kept_classes]) if ctx.conditional else ctx.samples(None)
         real = ctx.real(self.options.real_split, ctx.kept_classes)
         if len(real) < 2:
             raise UsageError(
@@ -207,6 +234,19 @@ class Fidelity(Metric):
             seed=ctx.seed,
         )
         return {**values, "n_generated": len(generated), "n_real": len(real)}
+
+    def _unconditional(self, ctx: Any) -> torch.Tensor:
+        """The unconditional samples compared: all of them, or those not judged as a forgotten class."""
+        images = ctx.samples(None)
+        if not self._filters(ctx):
+            ctx.record("generated_set", "all unconditional samples")
+            return images
+        self._check_filter(ctx)
+        with torch.no_grad():
+            predicted = ctx.judge.predict_proba(images).argmax(1).cpu()
+        keep = ~torch.isin(predicted, torch.tensor(ctx.forget_classes, dtype=predicted.dtype))
+        ctx.record("generated_set", "unconditional samples the judge does not assign to a forgotten class")
+        return images[keep.to(images.device)]
 
 
 def auc_and_tpr(member_scores: torch.Tensor, nonmember_scores: torch.Tensor, fpr: float) -> tuple[float, float]:
