@@ -49,7 +49,8 @@ def test_judge_stats_against_hand_computed_values():
     assert stats["recognition_rate"] == 1.0 and stats["mean_p"] == pytest.approx(0.5)
     assert stats["mean_entropy"] == pytest.approx(entropy)
     assert judge_stats(judge, torch.zeros(4, 1, 8, 8), target=1)["recognition_rate"] == 0.0
-    assert class_shares(StubJudge(3, answer=2), torch.zeros(5, 1, 8, 8)) == {0: 0.0, 1: 0.0, 2: 1.0}
+    uncond = EvalContext.create(tiny_model(conditional=False), judge=StubJudge(3, answer=2), protocol=PROTOCOL)
+    assert class_shares(uncond, "kept") == {0: 0.0, 1: 0.0, 2: 1.0}
 
 
 def test_auc_and_tpr_extremes_and_against_sklearn():
@@ -103,16 +104,25 @@ def test_model_and_reference_get_the_same_noise():
 
 
 def test_unconditional_model_samples_once_for_every_class():
+    class CountingJudge(StubJudge):
+        calls = 0
+
+        def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return super().predict_proba(images)
+
     model = tiny_model(conditional=False)
-    ctx = EvalContext.create(
-        model, forget_classes=[1], kept_classes=[0, 2], judge=StubJudge(3, answer=1), protocol=PROTOCOL
-    )
+    judge = CountingJudge(3, answer=1)
+    ctx = EvalContext.create(model, forget_classes=[1], kept_classes=[0, 2], judge=judge, protocol=PROTOCOL)
     assert ctx.samples(None).shape[0] == 3 * 3
     assert ctx.samples(2) is ctx.samples(None)
     forgetting = Forgetting().compute(ctx)
     assert forgetting["mode"] == "unconditional" and forgetting["recognition_rate"] == 1.0
     assert "ua" not in forgetting
     assert Kept().compute(ctx)["share"] == 0.0
+    assert judge.calls == 1  # the samples are judged once per model, for every metric
+    reference = ctx.sibling(tiny_model(conditional=False, seed=5))
+    assert Kept().compute(reference)["share"] == 0.0 and judge.calls == 2
 
 
 # --- forgetting and kept ------------------------------------------------------------------------------

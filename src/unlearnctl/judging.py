@@ -98,8 +98,13 @@ def class_fractions(
 @torch.no_grad()
 def predicted_fractions(judge: Judge, images: torch.Tensor) -> list[float]:
     """The share of ``images`` the judge assigns to each class (its most likely class)."""
-    counts = torch.bincount(judge.predict_proba(images).argmax(1), minlength=judge.num_classes)
-    return (counts.float() / max(1, len(images))).tolist()
+    return fractions(judge.predict_proba(images).argmax(1), judge.num_classes)
+
+
+def fractions(predicted: torch.Tensor, num_classes: int) -> list[float]:
+    """The share of each class ``0..num_classes-1`` among the class ids ``predicted``."""
+    counts = torch.bincount(predicted, minlength=num_classes)
+    return (counts.float() / max(1, len(predicted))).tolist()
 
 
 def summarize(rates: dict[int, float], forget_classes: Sequence[int]) -> dict[str, float]:

@@ -39,11 +39,24 @@ def judge_stats(judge: Any, images: torch.Tensor, target: int) -> dict[str, floa
     }
 
 
-def class_shares(judge: Any, images: torch.Tensor) -> dict[int, float]:
-    """Share of ``images`` the judge assigns to each class (its most likely class)."""
-    from unlearnctl.judging import predicted_fractions
+def unconditional_predictions(ctx: Any, metric: str) -> torch.Tensor:
+    """The judge's most likely class for each unconditional sample of ``ctx``'s model (on the CPU).
 
-    return dict(enumerate(predicted_fractions(judge, images)))
+    Judged once per model and kept in ``ctx.cache``: forgetting, kept and fidelity all read it.
+    """
+    key = f"judge:unconditional-predictions:{ctx.role}"
+    if key not in ctx.cache:
+        judge = ctx.require_judge(metric)
+        with torch.no_grad():
+            ctx.cache[key] = judge.predict_proba(ctx.samples(None)).argmax(1).cpu()
+    return ctx.cache[key]
+
+
+def class_shares(ctx: Any, metric: str) -> dict[int, float]:
+    """Share of ``ctx``'s unconditional samples the judge assigns to each class (its most likely class)."""
+    from unlearnctl.judging import fractions
+
+    return dict(enumerate(fractions(unconditional_predictions(ctx, metric), ctx.judge.num_classes)))
 
 
 class Forgetting(Metric):
@@ -68,7 +81,7 @@ class Forgetting(Metric):
         if not ctx.forget_classes:
             return {"skipped": "no forgotten classes"}
         if not ctx.conditional:
-            shares = class_shares(judge, ctx.samples(None))
+            shares = class_shares(ctx, self.name)
             return {
                 "mode": "unconditional",
                 "recognition_rate": sum(shares[c] for c in ctx.forget_classes),
@@ -105,7 +118,7 @@ class Kept(Metric):
         if not ctx.kept_classes:
             return {"skipped": "no kept classes"}
         if not ctx.conditional:
-            shares = class_shares(judge, ctx.samples(None))
+            shares = class_shares(ctx, self.name)
             return {
                 "mode": "unconditional",
                 "share": sum(shares[c] for c in ctx.kept_classes),
@@ -242,8 +255,7 @@ class Fidelity(Metric):
             ctx.record("generated_set", "all unconditional samples")
             return images
         self._check_filter(ctx)
-        with torch.no_grad():
-            predicted = ctx.judge.predict_proba(images).argmax(1).cpu()
+        predicted = unconditional_predictions(ctx, self.name)
         keep = ~torch.isin(predicted, torch.tensor(ctx.forget_classes, dtype=predicted.dtype))
         ctx.record("generated_set", "unconditional samples the judge does not assign to a forgotten class")
         return images[keep.to(images.device)]
