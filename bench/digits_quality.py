@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from sklearn.svm import SVC
 
-from unlearnctl.judge import load_judge
-from unlearnctl.loading import load_dataset, load_model
+from unlearnctl.inputs import load_dataset, load_model
+from unlearnctl.judge.classifier import load_judge
 from unlearnctl.sampling import SampleOptions, class_labels_for, generate
 
 

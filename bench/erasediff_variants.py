@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from unlearnctl.judge import load_judge
-from unlearnctl.judging import recognition_rates, summarize
-from unlearnctl.loading import load_model
-from unlearnctl.models import load_model_folder
-from unlearnctl.runner import ForgetRequest, forget
+from unlearnctl.commands.forget import ForgetRequest, forget
+from unlearnctl.inputs import load_model
+from unlearnctl.judge.classifier import load_judge
+from unlearnctl.judge.verdicts import recognition_rates, summarize
+from unlearnctl.models.folder import load_model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 FORGET = 2

@@ -45,7 +45,7 @@ def build_inputs(root: Path, images_per_batch: int) -> tuple[Path, Path]:
 
 
 def time_method(model: Path, data: Path, method: str, precision: str, device: str, args) -> dict:
-    from unlearnctl.runner import ForgetRequest, forget
+    from unlearnctl.commands.forget import ForgetRequest, forget
 
     sets = [f"remain_batch_size={args.batch}"] + ([f"forget_batch_size={args.batch}"] if method != "finetune" else [])
     if device.startswith("cuda"):

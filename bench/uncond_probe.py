@@ -25,8 +25,8 @@ import torch
 from digits_quality import frechet
 
 from unlearnctl.diffusion import sample
-from unlearnctl.judge import load_judge
-from unlearnctl.loading import load_dataset, load_model
+from unlearnctl.inputs import load_dataset, load_model
+from unlearnctl.judge.classifier import load_judge
 
 BASE = "ddpm-digits-uncond"
 N = 1000

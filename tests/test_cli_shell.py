@@ -138,7 +138,7 @@ def test_unknown_kind_suggests_and_exits_2(cli):
 
 
 def test_failed_plugins_are_warned_about_without_breaking_commands(cli, fake_plugins):
-    fake_plugins.add("broken", BROKEN)
+    module = fake_plugins.add("broken", BROKEN)
     fake_plugins.selectors("acme", "acme-half")
     result = cli("list", "selectors")
     assert result.exit_code == 0
@@ -146,17 +146,19 @@ def test_failed_plugins_are_warned_about_without_breaking_commands(cli, fake_plu
     warnings = [line for line in result.stderr.splitlines() if "'broken'" in line]
     assert warnings == [
         "warning: plugin 'broken' failed to import: ModuleNotFoundError: No module named 'does_not_exist_anywhere' "
-        "(see `unlearnctl plugins`; skip it with UNLEARNCTL_DISABLE_PLUGINS)"
+        f"(at {fake_plugins.site / module}.py:1; see `unlearnctl plugins`; skip it with "
+        "UNLEARNCTL_DISABLE_PLUGINS=broken; UNLEARNCTL_DEBUG=1 shows the traceback)"
     ]
 
 
-def test_duplicate_component_is_a_usage_error_in_the_cli(cli, fake_plugins):
+def test_duplicate_component_is_refused_with_one_warning_in_the_cli(cli, fake_plugins):
+    # the first registrant keeps the name; the command still works (see tests/test_plugin_cli.py)
     fake_plugins.selectors("alpha", "same-name")
     fake_plugins.selectors("beta", "same-name")
     result = cli("list", "selectors")
-    assert result.exit_code == 2
-    assert "'alpha'" in result.stderr and "'beta'" in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "'beta'" in line]
+    assert len(warnings) == 1 and "'alpha'" in warnings[0]
 
 
 def test_debug_variable_shows_the_traceback(cli, fake_plugins):

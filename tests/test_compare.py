@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from unlearnctl.commands.compare import compare
 from unlearnctl.errors import UsageError
-from unlearnctl.evaluate import METRICS_FILE, compare
-from unlearnctl.judge import Judge
+from unlearnctl.judge.classifier import Judge
+from unlearnctl.rundir import METRICS_FILE
 from unlearnctl.testing.tiny import tiny_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,8 +26,8 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Three erasediff runs of a tiny digits model (one step each), each evaluated with `evaluate`."""
-    from unlearnctl.evaluate import EvalRequest, evaluate
-    from unlearnctl.runner import ForgetRequest, forget
+    from unlearnctl.commands.eval import EvalRequest, evaluate
+    from unlearnctl.commands.forget import ForgetRequest, forget
 
     root = tmp_path_factory.mktemp("compare")
     with torch.random.fork_rng(devices=[]):

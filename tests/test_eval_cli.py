@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnctl.evaluate import DEFAULT_SAMPLES_PER_CLASS, METRICS_FILE
-from unlearnctl.judge import Judge
+from unlearnctl.contexts.evaluation import DEFAULT_SAMPLES_PER_CLASS
+from unlearnctl.judge.classifier import Judge
+from unlearnctl.rundir import METRICS_FILE
 from unlearnctl.testing.tiny import tiny_model
 
 STEPS = 2
@@ -21,7 +22,7 @@ FAST = [*SAMPLING, "--set", "fidelity.kid_subsets=5", "--set", "membership.draws
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A tiny 10-class model of the digits (naming a judge) and one erasediff run forgetting class 2."""
-    from unlearnctl.runner import ForgetRequest, forget
+    from unlearnctl.commands.forget import ForgetRequest, forget
 
     root = tmp_path_factory.mktemp("eval")
     with torch.random.fork_rng(devices=[]):
@@ -80,9 +81,9 @@ def test_eval_run_writes_metrics_and_grids_side_by_side(cli, setup):
     results = data["results"]
     assert set(results["model"]) == set(results["reference"]) == {"forgetting", "kept", "fidelity", "membership"}
     assert results["model"]["membership"]["n_members"] == sum(1 for lbl in _digits_train_labels() if lbl == 2)
-    assert data["delta"]["fidelity.fid"] == pytest.approx(
-        results["model"]["fidelity"]["fid"] - results["reference"]["fidelity"]["fid"]
-    )
+    # exact: delta is this float64 subtraction of these two numbers, and JSON round-trips a float64 exactly
+    fids = (results["model"]["fidelity"]["fid"], results["reference"]["fidelity"]["fid"])
+    assert data["delta"]["fidelity.fid"] == fids[0] - fids[1]
     for name in ("eval-forgotten", "eval-kept"):
         png = run / data["files"][name]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -137,8 +138,46 @@ def test_bare_model_writes_to_out_and_evaluates_alone(cli, setup, tmp_path):
     assert data["protocol"]["cpu_threads"] == 2
     assert data["reference"] is None and data["delta"] == {}
     assert data["protocol"]["forget_classes"] == [2, 5]
-    assert data["sampling"]["model"]["images"] == 2 * N  # only the classes the metric reads were sampled
+    # every class is sampled, in one draw, whichever metrics run (forgetting reads only classes 2 and 5)
+    assert data["sampling"]["model"]["images"] == 10 * N
+    assert data["sampling"]["model"]["unet_forward_calls"] == STEPS
     assert (out / "samples" / "eval-forgotten.png").is_file()
+
+
+MEAN_OF_FORGOTTEN = """
+import torch
+import unlearnctl
+
+
+class MeanOfForgotten(unlearnctl.Metric):
+    \"\"\"Mean pixel value of the forgotten classes' samples.\"\"\"
+
+    name = "mean-forgotten"
+    needs_samples = ("forget",)
+
+    def compute(self, ctx):
+        return {"mean": float(torch.cat([ctx.samples(c) for c in ctx.forget_classes]).double().mean())}
+
+
+@unlearnctl.hookimpl
+def register_metrics(register):
+    register(MeanOfForgotten)
+"""
+
+
+def test_a_metric_gives_the_same_value_alone_and_next_to_the_others(cli, setup, fake_plugins, tmp_path):
+    fake_plugins.add("mean-forgotten", MEAN_OF_FORGOTTEN)
+    alone = cli("eval", setup["run"], "--json", "--out", tmp_path / "alone", *SAMPLING, "--metrics", "mean-forgotten")
+    assert alone.exit_code == 0, alone.output
+    everything = "forgetting,kept,fidelity,membership,mean-forgotten"
+    together = cli("eval", setup["run"], "--json", "--out", tmp_path / "together", *FAST, "--metrics", everything)
+    assert together.exit_code == 0, together.output
+    alone_data, together_data = json.loads(alone.stdout), json.loads(together.stdout)
+    # exact: both evaluations read the same samples (one draw of every class, whatever the metrics), so the
+    # metric computes the same float64 mean of the same tensors in the same order
+    for role in ("model", "reference"):
+        assert alone_data["results"][role]["mean-forgotten"] == together_data["results"][role]["mean-forgotten"]
+        assert alone_data["sampling"][role]["images"] == together_data["sampling"][role]["images"] == 10 * N
 
 
 @pytest.mark.parametrize(
@@ -194,7 +233,8 @@ def test_unconditional_model_is_judged_by_class_shares(cli, setup, tmp_path):
     assert model_results["fidelity"]["n_generated"] == 10 * N - judged_2
     assert data["protocol"]["generated_set"].startswith("unconditional samples the judge does not assign")
     shares = model_results["kept"]["per_class_share"]
-    assert model_results["kept"]["share"] == pytest.approx(sum(shares.values()))
+    # exact: share is this same float64 sum, in this order (JSON keeps the order of per_class_share)
+    assert model_results["kept"]["share"] == sum(shares.values())
     assert data["sampling"]["model"]["unet_image_evaluations"] == 10 * N * STEPS  # no guidance pass
     assert data["protocol"]["guidance"] == 0.0
     assert (out / "samples" / "eval-unconditional.png").is_file()
@@ -220,3 +260,36 @@ def test_missing_judge_or_inception_weights_fail_before_sampling(cli, setup, tmp
     )  # fmt: skip
     assert result.exit_code == 2 and "fidelity.inception_weights=FILE" in result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_open_model_tells_a_run_a_model_folder_and_a_preset_apart(setup):
+    from unlearnctl.inputs import open_model, resolve_model
+    from unlearnctl.registry import get_registry
+
+    run = open_model(str(setup["run"]))
+    assert (run.kind, run.folder, run.path) == ("run", setup["run"], (setup["run"] / "model").resolve())
+    assert run.manifest is not None and run.manifest.kind == "forget" and run.preset is None
+    folder = open_model(str(setup["model"]))
+    assert (folder.kind, folder.manifest, folder.preset) == ("folder", None, None)
+    preset = open_model("ddpm-digits")
+    assert preset.kind == "preset" and preset.folder is None and preset.manifest is None
+    assert preset.preset is not None and preset.preset.name == "ddpm-digits"
+    # forget, replay and train resolve --model through the same function
+    _, record, path = resolve_model(get_registry(), "ddpm-digits")
+    assert (record, path) == (preset.preset, preset.path)
+
+
+def test_a_run_from_a_relative_model_folder_finds_its_base_model_elsewhere(cli, setup, tmp_path, monkeypatch):
+    from unlearnctl.commands.forget import ForgetRequest, forget
+
+    monkeypatch.chdir(setup["root"])
+    run = tmp_path / "run"
+    sets = ["remain_batch_size=8", "forget_batch_size=8"]
+    forget(ForgetRequest(model="tiny", classes="2", steps=1, grid_per_class=0, out=run, device="cpu", sets=sets))
+    monkeypatch.chdir(tmp_path)  # "tiny" names nothing here: the manifest's absolute model_path does
+    result = cli("eval", run, "--json", *SAMPLING, "--metrics", "forgetting")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["reference"]["spec"] == str(setup["model"].resolve())
+    assert data["reference"]["source"] == "manifest weights.model"
+    assert data["reference"]["matches_manifest_input"] is True

@@ -34,7 +34,7 @@ def test_forget_writes_a_whole_run_folder(cli, tiny, tmp_path: Path) -> None:
 def test_output_loads_with_plain_diffusers(cli, tiny, tmp_path: Path) -> None:
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from unlearnctl.models import state_sha256
+    from unlearnctl.models.folder import state_sha256
 
     out = tmp_path / "run"
     assert cli("forget", "--model", "tiny-cond", "--classes", "1", "--out", out, *FAST).exit_code == 0

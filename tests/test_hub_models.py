@@ -14,7 +14,7 @@ import torch
 
 from unlearnctl import ModelNotAvailableError
 from unlearnctl.builtin import hub_models as hm
-from unlearnctl.models import state_sha256
+from unlearnctl.models.folder import state_sha256
 from unlearnctl.testing import stand_ins as si
 
 REPO = "google/ddpm-cifar10-32"

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from unlearnctl import ModelNotAvailableError, UsageError
-from unlearnctl.judge import Judge, accuracy, load_judge, random_flip, random_shift, train_judge
-from unlearnctl.judge_arch import resolve_arch
+from unlearnctl.judge.arch import resolve_arch
+from unlearnctl.judge.classifier import Judge, accuracy, load_judge, random_flip, random_shift, train_judge
 from unlearnctl.testing import stand_ins
 from unlearnctl.testing.tiny import tiny_image_set
 
@@ -24,8 +24,10 @@ def test_save_load_round_trip(tmp_path):
     assert again.class_names == ["a", "b", "c"] and again.info == {"note": "x"} and not again.training
     x = torch.rand(5, 1, 8, 8) * 2 - 1
     judge.eval()
-    assert torch.equal(judge(x), again(x))
+    assert torch.equal(judge(x), again(x))  # exact: the same weights (safetensors), input, kernels, threads
     assert again.features(x).shape == (5, again.feature_dim)
+    # softmax over 3 classes in float32: exp, a 3-term sum and a division round each probability by a few
+    # 2^-24 (6e-8) relative, so the sum is 1 within ~5e-7; allclose's default (1e-5 + 1e-8 here) is 20x that
     assert again.predict_proba(x).sum(1).allclose(torch.ones(5))
 
 
@@ -51,7 +53,7 @@ def test_briefly_trained_judge_beats_chance_and_is_seeded():
     assert acc > 0.8  # chance is 1/3
     assert acc == accuracy(judge, test)
     assert judge.info["test_accuracy"] == acc and judge.info["train_fingerprint"] == train.fingerprint()
-    again, _ = train_judge(train, test, epochs=4, batch_size=16, seed=0)
+    again, _ = train_judge(train, test, epochs=4, batch_size=16, seed=0)  # exact: same seed, ops, threads
     assert all(torch.equal(a, b) for a, b in zip(judge.state_dict().values(), again.state_dict().values(), strict=True))
 
 
@@ -105,7 +107,7 @@ def test_resnet_judges_adapt_to_the_images(arch, image_size, feature_dim):
     assert isinstance(judge.body[3], torch.nn.Identity)
     x = torch.rand(2, 1, image_size, image_size) * 2 - 1
     assert judge(x).shape == (2, 4) and judge.features(x).shape == (2, feature_dim) == (2, judge.feature_dim)
-    assert torch.allclose(judge.head(judge.features(x)), judge(x))
+    assert torch.equal(judge.head(judge.features(x)), judge(x))  # exact: forward is head(body(x)), the same ops
     big = Judge(2, image_size=96, channels=3, arch="resnet18")  # larger images keep torchvision's stem
     assert big.body[0].kernel_size == (7, 7) and isinstance(big.body[3], torch.nn.MaxPool2d)
 

@@ -11,8 +11,8 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from unlearnctl import ModelNotAvailableError, UnknownComponentError
 from unlearnctl.builtin.models import asset_folder
-from unlearnctl.loading import load_dataset, load_model
-from unlearnctl.models import state_sha256
+from unlearnctl.inputs import load_dataset, load_model
+from unlearnctl.models.folder import state_sha256
 from unlearnctl.testing.tiny import tiny_model
 
 SHIPPED = asset_folder("ddpm-digits")
@@ -45,7 +45,7 @@ def test_preset_metadata_judge_and_manifest():
 def _weights_only_sha(folder: Path) -> str:
     import hashlib
 
-    from unlearnctl.models import file_sha256
+    from unlearnctl.models.folder import file_sha256
 
     h = hashlib.sha256()
     name = "diffusion_pytorch_model.safetensors"
@@ -54,7 +54,7 @@ def _weights_only_sha(folder: Path) -> str:
 
 
 def test_shipped_judge_reads_the_test_split():
-    from unlearnctl.judge import accuracy, load_judge
+    from unlearnctl.judge.classifier import accuracy, load_judge
 
     judge = load_judge(SHIPPED / "judge")
     assert judge.num_classes == 10 and judge.info["dataset"] == "digits"
@@ -64,7 +64,7 @@ def test_shipped_judge_reads_the_test_split():
 def test_shipped_model_draws_the_class_asked_for():
     """A small version of the quality bar in docs/digits.md: 10 samples per class instead of 100, and
     10 DDIM steps instead of 50 (as good on this model, docs/sampling.md)."""
-    from unlearnctl.judge import load_judge
+    from unlearnctl.judge.classifier import load_judge
     from unlearnctl.sampling import SampleOptions, class_labels_for, generate
 
     model = load_model("ddpm-digits")
@@ -111,9 +111,9 @@ def test_load_dataset_errors():
 
 def test_shipped_unconditional_model_and_its_judge():
     """ddpm-digits-uncond: the same network without class input, the judge of ddpm-digits beside it."""
-    from unlearnctl.judge import load_judge
-    from unlearnctl.judging import class_fractions
-    from unlearnctl.models import folder_sha256
+    from unlearnctl.judge.classifier import load_judge
+    from unlearnctl.judge.verdicts import class_fractions
+    from unlearnctl.models.folder import folder_sha256
     from unlearnctl.sampling import SampleOptions
 
     folder = asset_folder("ddpm-digits-uncond")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 import unlearnctl.plugins as plugins_mod
-from unlearnctl.builtin import BUILTIN_PLUGINS
-from unlearnctl.errors import DuplicateComponentError
-from unlearnctl.plugins import build_plugin_manager, builtin_plugin_name
+from unlearnctl.plugins import BUILTIN_PLUGINS, build_plugin_manager, builtin_plugin_name
 from unlearnctl.registry import build_registry
 
 
@@ -70,6 +68,75 @@ def test_builtin_plugins_load_and_register_without_failure():
     registry = build_registry()
     broken = [f for f in registry.failures if f.name.startswith("builtin.")]
     assert broken == []
+
+
+def test_import_failure_keeps_the_traceback_and_the_line_in_the_plugin(fake_plugins):
+    module = fake_plugins.add(
+        "radius",
+        """
+        import json
+
+        SETTINGS = json.loads("{}")
+        RADIUS = SETTINGS["radius"]
+        """,
+    )
+    failure = _failure(build_registry(), "radius")
+    path = fake_plugins.site / f"{module}.py"
+    assert (failure.stage, failure.error) == ("import", "KeyError: 'radius'")
+    assert failure.location == f"{path}:5"
+    assert failure.traceback is not None
+    assert failure.traceback.startswith("Traceback (most recent call last):")
+    assert f'File "{path}", line 5, in <module>' in failure.traceback
+    assert failure.traceback.rstrip().endswith("KeyError: 'radius'")
+    assert failure.summary() == f"plugin 'radius' failed to import: KeyError: 'radius' (at {path}:5)"
+
+
+def test_location_is_the_innermost_frame_in_the_plugin_not_in_a_library(fake_plugins):
+    module = fake_plugins.add("badjson", 'import json\n\nDATA = json.loads("{")\n')
+    failure = _failure(build_registry(), "badjson")
+    assert failure.error.startswith("JSONDecodeError:")
+    assert failure.location == f"{fake_plugins.site / module}.py:3"
+    assert "json/decoder.py" in failure.traceback  # the whole traceback is kept
+
+
+def test_register_failures_keep_the_traceback_and_the_line_in_the_plugin(fake_plugins):
+    module = fake_plugins.add(
+        "raiser",
+        """
+        import unlearnctl
+
+
+        @unlearnctl.hookimpl
+        def register_metrics(register):
+            raise RuntimeError("metric backend missing")
+        """,
+    )
+    sloppy = fake_plugins.add(
+        "sloppy",
+        """
+        import unlearnctl
+
+        @unlearnctl.hookimpl
+        def register_selectors(register):
+            register(int)
+        """,
+    )
+    typo = fake_plugins.add(
+        "typo",
+        """
+        import unlearnctl
+
+        @unlearnctl.hookimpl
+        def register_method(register):
+            pass
+        """,
+    )
+    registry = build_registry()
+    raiser = _failure(registry, "raiser")
+    assert raiser.location == f"{fake_plugins.site / module}.py:7"
+    assert "RuntimeError: metric backend missing" in raiser.traceback
+    assert _failure(registry, "sloppy").location == f"{fake_plugins.site / sloppy}.py:6"
+    assert _failure(registry, "typo").location == f"{fake_plugins.site / typo}.py:4"  # its decorator line
 
 
 def test_import_error_is_reported_and_the_rest_keep_working(fake_plugins):
@@ -186,7 +253,7 @@ def test_misspelt_hook_is_reported_with_a_suggestion(fake_plugins):
 
 
 def test_hook_with_an_argument_the_spec_lacks_is_a_register_failure(fake_plugins):
-    fake_plugins.add(
+    module = fake_plugins.add(
         "badargs",
         """
         import unlearnctl
@@ -200,6 +267,7 @@ def test_hook_with_an_argument_the_spec_lacks_is_a_register_failure(fake_plugins
     assert failure.stage == "register"
     assert failure.error.startswith("PluginValidationError:")
     assert "colour" in failure.error
+    assert failure.location == f"{fake_plugins.site / module}.py:4"  # the offending hook implementation
 
 
 def test_disable_variable_skips_plugins_by_name(fake_plugins, monkeypatch):
@@ -223,16 +291,40 @@ def test_disable_argument_overrides_the_variable(fake_plugins, monkeypatch):
     assert "one-sel" not in build_registry(disable=["one"]).names("selectors")
 
 
-def test_duplicate_names_are_an_error_naming_both_providers(fake_plugins):
+def test_duplicate_name_refuses_only_the_later_component(fake_plugins):
     fake_plugins.selectors("alpha", "same-name")
-    fake_plugins.selectors("beta", "same-name")
-    with pytest.raises(DuplicateComponentError) as info:
-        build_registry()
-    message = str(info.value)
-    assert "selector 'same-name' is provided by two plugins: 'alpha'" in message
-    assert "and 'beta'" in message
-    assert "UNLEARNCTL_DISABLE_PLUGINS=beta" in message
-    assert info.value.exit_code == 2
+    beta = fake_plugins.selectors("beta", "same-name", "beta-own")
+    registry = build_registry()  # no exception: every command keeps working
+    # the first registrant keeps the name; the rest of the second plugin still works
+    assert registry.get("selector", "same-name").provider == "alpha"
+    assert registry.get("selector", "beta-own").provider == "beta"
+    assert "beta" in [p.name for p in registry.plugins]
+    failure = _failure(registry, "beta")
+    assert (failure.stage, failure.component, failure.kept_by) == ("component", ("selector", "same-name"), "alpha")
+    assert "selector 'same-name'" in failure.error
+    assert "plugin 'alpha' already provides a selector named 'same-name'" in failure.error
+    assert f"({beta}.Selector0)" in failure.error
+    assert "plugin 'beta' should rename its selector" in failure.error
+    assert "UNLEARNCTL_DISABLE_PLUGINS=beta" in failure.error
+    assert "uninstall" not in failure.error
+    assert failure.location is not None and failure.location.startswith(str(fake_plugins.site / f"{beta}.py:"))
+    assert failure.summary().startswith("plugin 'beta': selector 'same-name'")
+    assert [f.name for f in registry.failures if f.name == "alpha"] == []
+
+
+def test_plugin_reusing_a_builtin_name_is_refused_and_the_builtin_kept(fake_plugins):
+    fake_plugins.selectors("acme", "classes", "acme-half")
+    registry = build_registry()
+    assert registry.get("selector", "classes").provider == "builtin.selectors"
+    assert registry.get("selector", "acme-half").provider == "acme"
+    failure = _failure(registry, "acme")
+    assert failure.stage == "component" and failure.kept_by == "builtin.selectors"
+    assert "built-in plugin 'builtin.selectors' already provides a selector named 'classes'" in failure.error
+    assert "plugin 'acme' should rename its selector" in failure.error
+    assert "UNLEARNCTL_DISABLE_PLUGINS=acme" in failure.error
+    # never tell anyone to uninstall or disable a built-in
+    assert "uninstall" not in failure.error and "builtin.selectors with" not in failure.error
+    assert "=builtin." not in failure.error
 
 
 def test_same_name_in_different_kinds_is_fine(fake_plugins):
@@ -283,6 +375,55 @@ def test_lifecycle_hooks_reach_plugins(fake_plugins):
     import sys
 
     assert [("started", run), ("step", 3, 0.25)] == sys.modules[module].CALLS
+
+
+def test_plugins_record_the_hooks_they_implement(fake_plugins):
+    fake_plugins.add(
+        "tracker",
+        """
+        import unlearnctl
+
+        @unlearnctl.hookimpl
+        def run_finished(run, result):
+            pass
+
+        @unlearnctl.hookimpl
+        def step_logged(step, values):
+            pass
+        """,
+    )
+    registry = build_registry()
+    tracker = registry.plugin("tracker")
+    assert tracker is not None
+    assert tracker.hooks == ["step_logged", "run_finished"]  # in the order of hookspecs.py
+    assert registry.lifecycle_hooks("tracker") == ["step_logged", "run_finished"]
+    selectors = registry.plugin("builtin.selectors")
+    assert selectors is not None
+    assert (selectors.hooks, selectors.lifecycle_hooks) == (["register_selectors"], [])
+    assert registry.lifecycle_hooks("not-installed") == []
+    assert plugins_mod.lifecycle_hook_names() == ["run_started", "step_logged", "run_finished"]
+
+
+def test_the_loader_does_not_import_builtin_statically():
+    # the contract "core never imports unlearnctl.builtin": the loader names the built-ins as strings
+    import ast
+    import inspect
+
+    from unlearnctl import hookspecs, registry
+
+    for module in (plugins_mod, registry, hookspecs):
+        name = module.__name__
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                targets = [module + "." + a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(t.startswith((".builtin", "unlearnctl.builtin")) for t in targets), (name, targets)
+    assert all(isinstance(m, str) and m.startswith("unlearnctl.builtin.") for m in BUILTIN_PLUGINS)
 
 
 def test_docs_hook_reference_matches_the_hookspecs(repo_root):

@@ -19,8 +19,8 @@ import torch
 from pydantic import ValidationError
 
 from unlearnctl import UsageError
-from unlearnctl import datasets_io as dio
 from unlearnctl.builtin import realdata as rd
+from unlearnctl.data import files as dio
 from unlearnctl.paths import cache_dir, data_dir, dataset_folder
 from unlearnctl.testing import stand_ins as si
 

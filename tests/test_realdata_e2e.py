@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnctl.evaluate import METRICS_FILE
 from unlearnctl.manifest import read_manifest
+from unlearnctl.rundir import METRICS_FILE
 from unlearnctl.testing import stand_ins as si
 from unlearnctl.testing.tiny import tiny_model
 
@@ -37,7 +37,7 @@ def save_model(folder: Path, num_classes: int, conditional: bool = True) -> Path
 
 def save_judge(folder: Path, num_classes: int, image_size: int = 8) -> Path:
     """An untrained judge (random weights): eval only needs one of the right shape."""
-    from unlearnctl.judge import Judge
+    from unlearnctl.judge.classifier import Judge
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -66,7 +66,7 @@ def forget_and_eval(
 
 def check_recorded(run: Path, metrics: dict, dataset: str, data_dir: Path, **options: object) -> None:
     """The manifest names the dataset, its fingerprint, its folder and options; eval read the same data."""
-    from unlearnctl.loading import load_dataset_warned
+    from unlearnctl.inputs import load_dataset_warned
 
     m = read_manifest(run)
     assert m.dataset.name == dataset and m.dataset.data_dir == str(data_dir.resolve())

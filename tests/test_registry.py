@@ -7,7 +7,7 @@ from pydantic import ConfigDict, Field
 
 import unlearnctl
 from unlearnctl.errors import OptionError, UnknownComponentError, UsageError
-from unlearnctl.registry import build_registry, get_registry, normalize_kind
+from unlearnctl.registry import MissingProviderError, build_registry, get_registry, normalize_kind
 from unlearnctl.testing.contracts import (
     ContractError,
     check_component,
@@ -161,3 +161,78 @@ def test_runtime_checks_extend_the_contract(monkeypatch):
     assert seen == [GoodMethod]
     with pytest.raises(ValueError, match="unknown kind"):
         runtime_check("methods")
+
+
+# --- plugin versions and looking recorded components up again (manifests, replay) -----------------
+
+
+def test_plugin_versions_map_each_loaded_plugin_to_its_version(fake_plugins):
+    fake_plugins.selectors("acme", "acme-half", version="2.3.4")
+    registry = build_registry()
+    versions = registry.plugin_versions()
+    assert versions["acme"] == "2.3.4"
+    assert versions["builtin.selectors"] == unlearnctl.__version__
+    assert list(versions) == [p.name for p in registry.plugins]  # built-ins first
+    info = registry.get("selector", "acme-half")
+    assert (info.provider, info.provider_version, info.provider_distribution) == ("acme", "2.3.4", "fake-acme")
+    assert registry.get("selector", "classes").provider_distribution == "unlearnctl"
+    assert registry.plugin("acme").distribution == "fake-acme"
+    assert registry.plugin("nope") is None
+
+
+def test_require_returns_registered_components_and_is_get_without_a_provider(fake_plugins):
+    fake_plugins.selectors("acme", "acme-half")
+    registry = build_registry()
+    assert registry.require("selectors", "acme-half", provider="acme", version="9") is registry.get(
+        "selector", "acme-half"
+    )
+    with pytest.raises(UnknownComponentError, match=r"unknown selector 'acme-hlaf': did you mean 'acme-half'\?"):
+        registry.require("selector", "acme-hlaf")
+
+
+def test_require_names_the_missing_plugin_and_how_to_install_it():
+    registry = build_registry()
+    with pytest.raises(MissingProviderError) as info:
+        registry.require("methods", "x", provider="pkg", version="1.2")
+    assert str(info.value) == (
+        "method 'x' was provided by plugin 'pkg' (version 1.2) which is not installed: pip install 'pkg==1.2'"
+    )
+    assert isinstance(info.value, UnknownComponentError) and info.value.exit_code == 2
+    assert (info.value.kind, info.value.name) == ("method", "x")
+    with pytest.raises(MissingProviderError, match=r"pip install 'unlearnctl-pkg==1.2'$"):
+        registry.require("method", "x", provider="pkg", version="1.2", distribution="unlearnctl-pkg")
+    with pytest.raises(MissingProviderError, match=r"\(version unknown\) which is not installed: pip install 'pkg'$"):
+        registry.require("method", "x", provider="pkg")
+    with pytest.raises(
+        MissingProviderError,
+        match=r"^method 'x' was provided by built-in plugin 'builtin.gone' \(unlearnctl 0.0.1\), which this "
+        r"unlearnctl does not have: pip install 'unlearnctl==0.0.1'$",
+    ):
+        registry.require("method", "x", provider="builtin.gone", version="0.0.1")
+
+
+def test_require_explains_a_disabled_failed_refused_or_changed_plugin(fake_plugins, monkeypatch):
+    fake_plugins.selectors("acme", "acme-half", version="2.0")
+    fake_plugins.selectors("alpha", "shared")
+    fake_plugins.selectors("beta", "shared")
+    fake_plugins.add("broken", "import does_not_exist_anywhere\n")
+    fake_plugins.selectors("off", "off-one")
+    monkeypatch.setenv("UNLEARNCTL_DISABLE_PLUGINS", "off")
+    registry = build_registry()
+
+    with pytest.raises(MissingProviderError, match=r"which is disabled: remove 'off' from UNLEARNCTL_DISABLE_PLUGINS"):
+        registry.require("selector", "off-one", provider="off", version="1.0.0")
+    with pytest.raises(
+        MissingProviderError,
+        match=r"which is installed but failed to import: ModuleNotFoundError: No module named "
+        r"'does_not_exist_anywhere' \(see `unlearnctl plugins`\)",
+    ):
+        registry.require("method", "b", provider="broken", version="1.0.0")
+    # a recorded component now provided by another plugin is returned: the caller compares providers
+    assert registry.require("selector", "shared", provider="beta").provider == "alpha"
+    with pytest.raises(
+        MissingProviderError,
+        match=r"^selector 'old-one' was provided by plugin 'acme' \(version 1.0\), but the installed version \(2.0\) "
+        r"does not provide it: pip install 'acme==1.0'$",
+    ):
+        registry.require("selector", "old-one", provider="acme", version="1.0")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from unlearnctl.commands.forget import ForgetRequest, forget
 from unlearnctl.manifest import read_manifest
-from unlearnctl.runner import ForgetRequest, forget
 
 FAST_SETS = ["remain_batch_size=4", "forget_batch_size=4"]
 
@@ -33,6 +33,8 @@ def test_replay_verify_reproduces_the_weights_bit_for_bit(cli, tiny, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "verified" in result.stdout
     first, again = read_manifest(original), read_manifest(tmp_path / "b")
+    # exact: the product's promise on one CPU type and thread count (replay reuses the recorded one);
+    # docs/forget.md, "When are runs bit-identical?"
     assert again.weights.output_sha256 == first.weights.output_sha256
     assert again.replay_of.verified is True and again.replay_of.manifest == str(original / "manifest.json")
     assert again.method == first.method and again.seed == first.seed
@@ -49,7 +51,7 @@ def test_replay_of_an_unconditional_run(cli, tiny, tmp_path: Path) -> None:
 
 def test_seed_and_options_change_the_output_hash(tiny, tmp_path: Path) -> None:
     base = read_manifest(run(tmp_path / "a")).weights.output_sha256
-    assert read_manifest(run(tmp_path / "b")).weights.output_sha256 == base
+    assert read_manifest(run(tmp_path / "b")).weights.output_sha256 == base  # exact: same seed, ops, threads
     assert read_manifest(run(tmp_path / "c", seed=1)).weights.output_sha256 != base
     assert read_manifest(run(tmp_path / "d", sets=["eta=0.5"])).weights.output_sha256 != base
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unlearnctl import OptionError, TensorImageSet, UnknownComponentError, UsageError
-from unlearnctl.loading import build_forget_ids, select_forget
+from unlearnctl.inputs import build_forget_ids, select_forget
 from unlearnctl.testing.tiny import tiny_image_set
 
 

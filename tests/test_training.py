@@ -9,7 +9,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from unlearnctl import OptionError
-from unlearnctl.models import load_model_folder, state_sha256
+from unlearnctl.models.folder import load_model_folder, state_sha256
 from unlearnctl.testing.tiny import tiny_image_set
 from unlearnctl.training import TrainOptions, resolve_train_options, train_model
 
@@ -45,6 +45,7 @@ def test_training_is_deterministic_under_a_seed():
     options = TrainOptions(steps=5, log_every=5, **TINY)
     a, b = (train_model(data, options, seed=3) for _ in range(2))
     c = train_model(data, options, seed=4)
+    # exact: the same seed, ops and thread count (docs/forget.md, "When are runs bit-identical?")
     assert state_sha256(a.model.unet) == state_sha256(b.model.unet)
     assert state_sha256(a.model.unet) != state_sha256(c.model.unet)
     assert a.final_loss == b.final_loss
@@ -110,7 +111,7 @@ def test_train_command_writes_a_whole_run_folder(cli, tmp_path):
 
 
 def test_train_forget_trains_on_the_remaining_set_only(cli, tmp_path, monkeypatch):
-    import unlearnctl.training as training
+    import unlearnctl.commands.train as training
 
     seen = {}
     real = training.train_model

@@ -4,6 +4,10 @@ A component is a small class with a unique ``name``, a docstring whose first lin
 description, a nested pydantic ``Options`` model (unknown keys forbidden) and one method to
 implement. Plugins register component *classes*; unlearnctl instantiates them with validated
 options.
+
+Every other hook a component may implement is declared here, on its base class, with a docstring and
+a default that does nothing (or reads the obvious option): unlearnctl calls them directly, never by
+looking a name up. The guide for plugin authors is ``docs/plugins.md``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from .data import ImageSet
-    from .models import DiffusionModel
+    # contexts import this module: their types are for annotations only
+    from .contexts.evaluation import EvalContext
+    from .contexts.unlearn import UnlearnRun
+    from .data.sets import ForgetSplit, ImageSet
+    from .models.folder import DiffusionModel
 
 Kind = Literal["dataset", "selector", "method", "model", "metric"]
 KINDS: tuple[Kind, ...] = ("dataset", "selector", "method", "model", "metric")
@@ -51,6 +58,9 @@ class Dataset(Component):
     """Images with labels/metadata, a deterministic train/test split and stable ids."""
 
     kind = "dataset"
+    #: the data's version, recorded in manifests (``DatasetRecord.version``) when the loaded
+    #: ``ImageSet`` does not carry one; bump it when the data or the split changes
+    version: ClassVar[str] = ""
 
     def load(self, split: Literal["train", "test"] = "train", data_dir: Path | None = None) -> ImageSet:
         """Return the images of ``split`` (``data_dir`` overrides the dataset's default folder)."""
@@ -91,11 +101,33 @@ class Method(Component):
     """An unlearning method: changes ``run.model`` in place using the shared runner."""
 
     kind = "method"
-    #: True when the method needs a class-conditional model.
+    #: True when the method needs a class-conditional model (``forget`` refuses an unconditional one).
     conditional_only: ClassVar[bool] = False
 
-    def unlearn(self, run: Any) -> None:
-        """Unlearn ``run.forget`` from ``run.model`` (``run`` is a ``unlearnctl.runner.UnlearnRun``)."""
+    def check(self, model: DiffusionModel, split: ForgetSplit) -> None:
+        """Optional: refuse a model or forget set the method cannot work with, before any work.
+
+        ``forget`` and ``replay`` call it after loading the model and splitting the data, before the run
+        folder is created; raise ``UsageError``/``OptionError`` with a one-line message. It may also
+        resolve ``"auto"`` option values from the model (``self.options.x = ...``): the manifest records
+        the options as they are after this call. The default accepts everything.
+        """
+
+    def total_steps(self) -> int | None:
+        """The number of outer steps the run will take: ``run.total_steps`` and the progress bar's total.
+
+        The default reads the ``steps`` option (the one ``--steps`` sets), or None when the method has
+        none. Override it when the step count comes from elsewhere.
+        """
+        steps = getattr(self.options, "steps", None)
+        return steps if isinstance(steps, int) else None
+
+    def unlearn(self, run: UnlearnRun) -> None:
+        """Unlearn ``run.split.forget`` from ``run.model``, in place, using the runner ``run``.
+
+        ``run`` (an :class:`unlearnctl.UnlearnRun`) gives the data streams, seeded draws, the optimizer,
+        EMA, logging and ``run.extra`` (values for the manifest's ``extra``).
+        """
         raise NotImplementedError
 
 
@@ -111,13 +143,34 @@ class ModelPreset(Component):
         raise NotImplementedError
 
 
+SampleGroup = Literal["forget", "kept"]
+
+
 class Metric(Component):
     """A figure computed from a model (and its reference) by ``unlearnctl eval``."""
 
     kind = "metric"
+    #: True: ``eval`` computes it when ``--metrics`` is not given (in registration order, built-ins first)
+    default: ClassVar[bool] = False
+    #: the classes whose evaluation samples ``compute`` reads (``ctx.samples(c)``): ``"forget"``,
+    #: ``"kept"``, both (the default) or none (``()``). ``eval`` generates exactly those, in one batch.
+    needs_samples: ClassVar[tuple[SampleGroup, ...]] = ("forget", "kept")
 
-    def compute(self, ctx: Any) -> dict[str, Any]:
-        """Return named values (``ctx`` is a ``unlearnctl.evaluate.EvalContext``)."""
+    def prepare(self, ctx: EvalContext) -> None:
+        """Optional: check settings and build expensive pieces before any sampling (fail early).
+
+        ``eval`` calls it once, with the evaluated model's context, before any model is sampled; raise
+        ``UsageError`` for a request the metric cannot serve (say, no judge). Keep what you build in
+        ``ctx.cache`` (shared by the model's and the reference's contexts). The default does nothing.
+        """
+
+    def compute(self, ctx: EvalContext) -> dict[str, Any]:
+        """Return named values for ``metrics.json``, for the one model of ``ctx``.
+
+        Called once for the evaluated model and once for its reference, each with its own
+        :class:`unlearnctl.EvalContext` (same protocol, judge, data and cache). Values: numbers, strings,
+        bools, lists and dicts of them (``{"skipped": reason}`` when the metric does not apply).
+        """
         raise NotImplementedError
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from .models import DiffusionModel
+from .models.folder import DiffusionModel
 
 Sampler = Literal["ddim", "ddpm"]
 

@@ -67,3 +67,7 @@ class ModelNotAvailableError(UsageError):
 
 class RunFolderExistsError(UsageError):
     """Refusing to overwrite an existing run folder."""
+
+
+class VerificationError(UnlearnError):
+    """A recorded input or output does not match what it is now (``replay``; exit code 1)."""

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from .errors import ModelNotAvailableError, UsageError
-from .models import file_sha256, state_sha256
+from .models.folder import file_sha256, state_sha256
 
 JUDGE_EXTRACTOR = "unlearnctl-judge"
 INCEPTION_EXTRACTOR = "inception-v3-compat"

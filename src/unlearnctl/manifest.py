@@ -19,10 +19,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UsageError
+from .errors import UnlearnError, UsageError
+from .rundir import MANIFEST_FILE
 
 SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 KEY_PACKAGES = (
     "unlearnctl",
     "torch",
@@ -54,6 +54,12 @@ class ComponentConfig(_Model):
 
     name: str = Field(description="registered component name")
     provider: str | None = Field(None, description="plugin that provides it (builtin.<module> for built-ins)")
+    provider_version: str | None = Field(
+        None, description="that plugin's version at the run (unlearnctl's for built-ins); None: not recorded"
+    )
+    provider_distribution: str | None = Field(
+        None, description="the distribution that installed the plugin (the pip install name); None: not recorded"
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="every option with its resolved value, defaults included (by key)"
     )
@@ -98,6 +104,12 @@ class DatasetRecord(_Model):
     fingerprint: str = Field(description="the dataset's content fingerprint (sha256 over ids and pixels)")
     options: dict[str, Any] = Field(default_factory=dict, description="the dataset component's resolved options")
     provider: str | None = Field(None, description="plugin that provides the dataset")
+    provider_version: str | None = Field(
+        None, description="that plugin's version at the run (unlearnctl's for built-ins); None: not recorded"
+    )
+    provider_distribution: str | None = Field(
+        None, description="the distribution that installed the plugin (the pip install name); None: not recorded"
+    )
     data_dir: str | None = Field(
         None, description="absolute folder the data was read from (--data-dir); None: the default datasets folder"
     )
@@ -179,12 +191,35 @@ class Manifest(_Model):
     final_losses: dict[str, float] = Field(default_factory=dict, description="the last logged values")
     samples: SamplesRecord | None = Field(None, description="the before/after sample grids")
     replay_of: ReplayRecord | None = Field(None, description="set when this run is a replay of another")
-    extra: dict[str, Any] = Field(default_factory=dict, description="anything else a command or plugin records")
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="anything else a command or plugin records: a method or lifecycle listener fills run.extra "
+        "(JSON values)",
+    )
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_FILE
         path.write_text(self.model_dump_json(indent=2) + "\n")
         return path
+
+
+def manifest_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """A JSON copy of a run's ``extra`` (what its method and listeners recorded) for :attr:`Manifest.extra`.
+
+    :raises UnlearnError: a key that is not a string or a value JSON cannot hold (named, in one line).
+    """
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        if not isinstance(key, str):
+            raise UnlearnError(f"run.extra: key {key!r} is not a string: the manifest's extra needs string keys")
+        try:
+            out[key] = json.loads(json.dumps(value, allow_nan=True))
+        except (TypeError, ValueError) as exc:
+            raise UnlearnError(
+                f"run.extra['{key}'] cannot be written into the manifest ({exc}): record numbers, strings, "
+                "bools, lists or dicts"
+            ) from None
+    return out
 
 
 def read_manifest(path: Path) -> Manifest:

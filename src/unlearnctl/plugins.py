@@ -2,10 +2,15 @@
 
 Installed plugins are published in the ``unlearnctl`` entry-point group and loaded one at a time,
 each in its own ``try``: a plugin that fails to import or to register is reported by name with its
-error (a :class:`PluginFailure`) and the others keep working. ``UNLEARNCTL_DISABLE_PLUGINS=a,b``
-skips plugins by name. Built-in plugins are named ``builtin.<module>`` (``builtin.datasets``,
-``builtin.selectors``, ``builtin.models``, ``builtin.methods``, ``builtin.metrics``); an installed
+error (a :class:`PluginFailure`, which keeps the formatted traceback and the file and line in the
+plugin where it failed) and the others keep working. ``UNLEARNCTL_DISABLE_PLUGINS=a,b`` skips
+plugins by name. Built-in plugins are named ``builtin.<module>`` (``builtin.datasets``,
+``builtin.selectors``, ``builtin.models``, ``builtin.methods``, ``builtin.metrics``...); an installed
 plugin is named after its entry point.
+
+The built-in plugins are listed by module name in :data:`BUILTIN_PLUGINS` and imported with
+:func:`importlib.import_module`: the core never imports ``unlearnctl.builtin`` statically, and the
+built-ins register through the same hooks as everyone else's plugins.
 
 Nothing here runs at import time: the CLI builds the manager when a command needs it.
 """
@@ -14,20 +19,40 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import inspect
 import os
+import re
+import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points, version
 from typing import Literal
 
 import pluggy
 
 from . import hookspecs
-from .builtin import BUILTIN_PLUGINS
 
 ENTRY_POINT_GROUP = "unlearnctl"
 DISABLE_ENV = "UNLEARNCTL_DISABLE_PLUGINS"
 BUILTIN_PREFIX = "builtin."
+#: the distribution the built-in plugins come with
+OWN_DISTRIBUTION = "unlearnctl"
+
+#: The built-in plugins, by module name, in registration order (built-ins register before installed
+#: plugins, so a built-in keeps its component names). Strings, imported by :func:`build_plugin_manager`
+#: with :func:`importlib.import_module`: the core does not import ``unlearnctl.builtin`` statically.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "unlearnctl.builtin.datasets",
+    "unlearnctl.builtin.realdata",
+    "unlearnctl.builtin.selectors",
+    "unlearnctl.builtin.models",
+    "unlearnctl.builtin.hub_models",
+    "unlearnctl.builtin.methods",
+    "unlearnctl.builtin.metrics",
+)
+
+Stage = Literal["import", "register", "component"]
 
 
 @dataclass
@@ -39,16 +64,47 @@ class PluginInfo:
     #: the module (or entry-point value) the plugin was loaded from
     module: str
     builtin: bool
+    #: the distribution that installed it (``pip install`` name); ``"unlearnctl"`` for built-ins
+    distribution: str | None = None
+    #: the hooks it implements, in the order of :mod:`unlearnctl.hookspecs` (set once registered)
+    hooks: list[str] = field(default_factory=list)
+
+    @property
+    def lifecycle_hooks(self) -> list[str]:
+        """The hooks it implements other than the ``register_*`` ones (``run_started``, ``step_logged``...)."""
+        return [h for h in self.hooks if not h.startswith("register_")]
 
 
 @dataclass
 class PluginFailure:
-    """A plugin that could not be used, and why."""
+    """A plugin that could not be used, or a component of a plugin that was refused, and why.
+
+    ``stage`` is ``"import"`` (the plugin failed to import: nothing of it is used), ``"register"``
+    (it failed to register: nothing of it is used) or ``"component"`` (one component was refused
+    because another plugin, registered earlier, already has its kind and name; the rest of the
+    plugin works).
+    """
 
     name: str
-    stage: Literal["import", "register"]
-    #: ``"ExcType: message"``
+    stage: Stage
+    #: one line: ``"ExcType: message"`` (``"component"``: what was refused and what to do)
     error: str
+    #: ``"FILE:LINE"`` in the plugin's own code: the innermost frame of the traceback there (or where
+    #: the offending hook or component class is defined); ``None`` when unknown
+    location: str | None = None
+    #: the formatted traceback of the exception (``None`` when there was no exception)
+    traceback: str | None = None
+    #: ``"component"`` stage: the refused component's ``(kind, name)``...
+    component: tuple[str, str] | None = None
+    #: ...and the plugin that keeps the name
+    kept_by: str | None = None
+
+    def summary(self) -> str:
+        """One line for people: ``plugin 'x' failed to import: KeyError: 'radius' (at FILE:LINE)``."""
+        if self.stage == "component":
+            return f"plugin '{self.name}': {self.error}"
+        where = f" (at {self.location})" if self.location else ""
+        return f"plugin '{self.name}' failed to {self.stage}: {self.error}{where}"
 
 
 def builtin_plugin_name(module: str) -> str:
@@ -69,6 +125,104 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+# --- where in a plugin something failed -----------------------------------------------------------
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def plugin_roots(module: str) -> list[str]:
+    """The files and folders of a plugin's own code, from its module or entry-point value.
+
+    ``pkg.sub:attr`` -> the folder of the top-level package ``pkg`` (or the file of a top-level
+    module); a built-in ``unlearnctl.builtin.x`` -> that module's own file or folder. Found without
+    importing the plugin (only the parent packages of a built-in); ``[]`` when it cannot be found.
+    """
+    name = module.partition(":")[0].strip()
+    top = name.split(".")[0]
+    target = name if top == OWN_DISTRIBUTION else top
+    try:
+        spec = importlib.util.find_spec(target)
+    except Exception:
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return [_norm(p) for p in spec.submodule_search_locations]
+    if spec.origin and os.path.isfile(spec.origin):
+        return [_norm(spec.origin)]
+    return []
+
+
+def _within(filename: str, roots: list[str]) -> bool:
+    if not roots or filename.startswith("<"):
+        return False
+    path = _norm(filename)
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def exception_location(exc: BaseException, roots: list[str]) -> str | None:
+    """``"FILE:LINE"`` of the innermost traceback frame of ``exc`` inside ``roots`` (see :func:`plugin_roots`)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if _within(frame.filename, roots):
+            return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
+def code_location(obj: object) -> str | None:
+    """``"FILE:LINE"`` where a function or class is defined; ``None`` when unknown."""
+    try:
+        obj = inspect.unwrap(obj)  # type: ignore[arg-type]
+        code = getattr(obj, "__code__", None)
+        if code is not None:
+            return f"{code.co_filename}:{code.co_firstlineno}"
+        if isinstance(obj, type):
+            file = inspect.getsourcefile(obj)
+            if file:
+                return f"{file}:{inspect.getsourcelines(obj)[1]}"
+    except Exception:
+        return None
+    return None
+
+
+def failure_from_exception(
+    name: str, stage: Stage, exc: BaseException, module: str, error: str | None = None
+) -> PluginFailure:
+    """A :class:`PluginFailure` for ``exc``: its one-line description, location in the plugin and traceback."""
+    return PluginFailure(
+        name,
+        stage,
+        error if error is not None else describe_exception(exc),
+        location=exception_location(exc, plugin_roots(module)),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
+
+
+# --- registering ----------------------------------------------------------------------------------
+
+
+def hook_names() -> list[str]:
+    """The names of the hooks of :mod:`unlearnctl.hookspecs`, in the order they are declared."""
+    specs = [
+        fn for fn in vars(hookspecs).values() if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+    ]
+    specs.sort(key=lambda fn: fn.__code__.co_firstlineno)
+    return [fn.__name__ for fn in specs]
+
+
+def lifecycle_hook_names() -> list[str]:
+    """The hooks other than ``register_*`` (``run_started``, ``step_logged``, ``run_finished``...)."""
+    return [name for name in hook_names() if not name.startswith("register_")]
+
+
+def implemented_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """The hooks with a spec that ``plugin`` implements, in the order of :func:`hook_names`."""
+    names = {caller.name for caller in pm.get_hookcallers(plugin) or [] if caller.has_spec()}
+    return [name for name in hook_names() if name in names]
+
+
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     """Names of the hooks ``plugin`` implements that have no specification (misspelt hooks)."""
     unknown = []
@@ -85,12 +239,21 @@ def _spec_names() -> list[str]:
     return sorted(n for n in vars(hookspecs) if hasattr(getattr(hookspecs, n), "unlearnctl_spec"))
 
 
+def _hook_location(plugin: object, hook: str) -> str | None:
+    fn = getattr(plugin, hook, None)
+    return code_location(fn) if fn is not None else None
+
+
 def _register(pm: pluggy.PluginManager, plugin: object, info: PluginInfo, failures: list[PluginFailure]) -> bool:
     """Register one plugin; on error record a failure, leave the manager unchanged and return False."""
     try:
         pm.register(plugin, name=info.name)
     except Exception as exc:
-        failures.append(PluginFailure(info.name, "register", describe_exception(exc)))
+        failure = failure_from_exception(info.name, "register", exc, info.module)
+        if failure.location is None:
+            hook = re.search(r"for hook '(\w+)'", str(exc))
+            failure.location = _hook_location(plugin, hook.group(1)) if hook else None
+        failures.append(failure)
         return False
     unknown = _unknown_hooks(pm, plugin)
     if unknown:
@@ -100,10 +263,21 @@ def _register(pm: pluggy.PluginManager, plugin: object, info: PluginInfo, failur
             close = difflib.get_close_matches(hook, _spec_names(), n=1, cutoff=0.6)
             details.append(f"'{hook}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         failures.append(
-            PluginFailure(info.name, "register", f"PluginValidationError: unknown hook {', '.join(details)}")
+            PluginFailure(
+                info.name,
+                "register",
+                f"PluginValidationError: unknown hook {', '.join(details)}",
+                location=_hook_location(plugin, unknown[0]),
+            )
         )
         return False
+    info.hooks = implemented_hooks(pm, plugin)
     return True
+
+
+def _import_builtin(module_name: str) -> object:
+    # A string, not an import statement: the core has no static dependency on unlearnctl.builtin.
+    return importlib.import_module(module_name)
 
 
 def build_plugin_manager(
@@ -121,17 +295,19 @@ def build_plugin_manager(
         pm.set_blocked(name)
     plugins: list[PluginInfo] = []
     failures: list[PluginFailure] = []
-    own_version = _version("unlearnctl")
+    own_version = _version(OWN_DISTRIBUTION)
 
     # 1. built-in plugins, registered like anyone else's
     for module_name in BUILTIN_PLUGINS:
-        info = PluginInfo(builtin_plugin_name(module_name), own_version, module_name, builtin=True)
+        info = PluginInfo(
+            builtin_plugin_name(module_name), own_version, module_name, builtin=True, distribution=OWN_DISTRIBUTION
+        )
         if info.name in skip:
             continue
         try:
-            module = importlib.import_module(module_name)
+            module = _import_builtin(module_name)
         except Exception as exc:
-            failures.append(PluginFailure(info.name, "import", describe_exception(exc)))
+            failures.append(failure_from_exception(info.name, "import", exc, module_name))
             continue
         if _register(pm, module, info, failures):
             plugins.append(info)
@@ -141,17 +317,24 @@ def build_plugin_manager(
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in skip:
             continue
-        dist_version = ep.dist.version if ep.dist is not None else None
-        info = PluginInfo(ep.name, dist_version, ep.value, builtin=False)
+        dist = ep.dist
+        dist_version = dist.version if dist is not None else None
+        dist_name = _dist_name(dist)
+        info = PluginInfo(ep.name, dist_version, ep.value, builtin=False, distribution=dist_name)
         if pm.has_plugin(ep.name):
             failures.append(
-                PluginFailure(ep.name, "register", f"ValueError: plugin name '{ep.name}' is already in use")
+                PluginFailure(
+                    ep.name,
+                    "register",
+                    f"ValueError: plugin name '{ep.name}' is already in use: rename the entry point "
+                    f"(distribution {dist_name or '?'})",
+                )
             )
             continue
         try:
             plugin = ep.load()
         except Exception as exc:
-            failures.append(PluginFailure(ep.name, "import", describe_exception(exc)))
+            failures.append(failure_from_exception(ep.name, "import", exc, ep.value))
             continue
         if _register(pm, plugin, info, failures):
             plugins.append(info)
@@ -165,6 +348,15 @@ def build_plugin_manager(
         pm.unregister(exc.plugin)
         plugins = [p for p in plugins if p.name != name]
     return pm, plugins, failures
+
+
+def _dist_name(dist: object) -> str | None:
+    if dist is None:
+        return None
+    try:
+        return dist.metadata["Name"] or getattr(dist, "name", None)  # type: ignore[attr-defined]
+    except Exception:
+        return getattr(dist, "name", None)
 
 
 def _version(dist: str) -> str | None:

@@ -3,8 +3,16 @@
 :func:`build_registry` calls every plugin's ``register_*`` hooks one plugin at a time, so each
 component knows its provider. A plugin whose hook raises or registers something that is not a
 proper component is reported as a :class:`~unlearnctl.plugins.PluginFailure` (and contributes
-nothing); two plugins providing one kind and name is a :class:`~unlearnctl.errors.DuplicateComponentError`
-naming both. :func:`get_registry` caches the registry for the process.
+nothing). When a plugin registers a kind and name that another plugin already has, the first
+registrant keeps it (built-ins register first, then installed plugins by entry-point name) and only
+the newcomer's component is refused, recorded as a ``"component"`` failure naming both plugins; every
+command keeps working. :func:`get_registry` caches the registry for the process.
+
+For run manifests and replays: :meth:`Registry.plugin_versions` maps each loaded plugin to its version,
+:attr:`ComponentInfo.provider` / :attr:`ComponentInfo.provider_version` /
+:attr:`ComponentInfo.provider_distribution` say where a component comes from, and
+:meth:`Registry.require` looks a recorded component up again, saying which plugin to install when it
+is missing.
 """
 
 from __future__ import annotations
@@ -18,8 +26,18 @@ from typing import Any
 import pluggy
 
 from .components import BASE_FOR_KIND, KINDS, Component, Options
-from .errors import DuplicateComponentError, UnknownComponentError, UsageError
-from .plugins import DISABLE_ENV, PluginFailure, PluginInfo, build_plugin_manager, describe_exception
+from .errors import UnknownComponentError, UsageError
+from .plugins import (
+    BUILTIN_PREFIX,
+    DISABLE_ENV,
+    OWN_DISTRIBUTION,
+    PluginFailure,
+    PluginInfo,
+    build_plugin_manager,
+    code_location,
+    disabled_plugin_names,
+    failure_from_exception,
+)
 
 #: a component name: letters, digits, ``-``, ``_`` and ``.``; no ``:`` (it separates ``--forget NAME:ARGS``)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -32,8 +50,12 @@ class ComponentInfo:
     kind: str
     name: str
     cls: type[Component]
+    #: the plugin that provides it (``builtin.<module>`` for built-ins, else the entry-point name)
     provider: str
+    #: that plugin's version: its distribution's version; unlearnctl's version for built-ins
     provider_version: str | None
+    #: the distribution that installed the plugin (the ``pip install`` name; ``"unlearnctl"`` for built-ins)
+    provider_distribution: str | None = None
 
     @property
     def description(self) -> str:
@@ -87,6 +109,83 @@ class Registry:
         except KeyError:
             raise UnknownComponentError(k, name, sorted(self.components[k])) from None
 
+    def require(
+        self,
+        kind: str,
+        name: str,
+        provider: str | None = None,
+        version: str | None = None,
+        *,
+        distribution: str | None = None,
+    ) -> ComponentInfo:
+        """The component ``name`` of ``kind``, looked up again from a record (a run's manifest, a replay).
+
+        With ``provider`` (and ``version``, ``distribution``: what the record says provided it), a
+        missing component is explained by its plugin: ``method 'x' was provided by plugin 'pkg'
+        (version 1.2) which is not installed: pip install 'pkg==1.2'`` — or is disabled, failed to
+        load, or (another version) does not provide it. Without ``provider`` this is :meth:`get`.
+        A registered component is returned even when another plugin provides it now (say the recorded
+        plugin's component was refused because another plugin has the name): compare
+        ``info.provider`` (and ``info.provider_version``) with the record to warn about that.
+
+        :param distribution: the ``pip install`` name, when it differs from the plugin name.
+        :raises UnknownComponentError: not registered (a :class:`MissingProviderError` when
+            ``provider`` is given).
+        """
+        k = normalize_kind(kind)
+        info = self.components[k].get(name)
+        if info is not None:
+            return info
+        if provider is None:
+            return self.get(k, name)
+        raise MissingProviderError(
+            k, name, sorted(self.components[k]), self._why_missing(k, name, provider, version, distribution)
+        )
+
+    def _why_missing(self, kind: str, name: str, provider: str, version: str | None, distribution: str | None) -> str:
+        builtin = provider.startswith(BUILTIN_PREFIX)
+        dist = OWN_DISTRIBUTION if builtin else distribution or provider
+        pin = f"{dist}=={version}" if version else dist
+        install = f"pip install '{pin}'"
+        what = f"{kind} '{name}' was provided by " + (
+            f"built-in plugin '{provider}' (unlearnctl {version or 'version unknown'})"
+            if builtin
+            else f"plugin '{provider}' (version {version or 'unknown'})"
+        )
+        if provider in disabled_plugin_names():
+            return f"{what}, which is disabled: remove '{provider}' from {DISABLE_ENV}"
+        failed = [f for f in self.failures if f.name == provider and f.stage != "component"]
+        if failed:
+            return (
+                f"{what}, which is installed but failed to {failed[0].stage}: {failed[0].error} "
+                "(see `unlearnctl plugins`)"
+            )
+        loaded = self.plugin(provider)
+        if loaded is not None:
+            now = loaded.version or "unknown"
+            return f"{what}, but the installed version ({now}) does not provide it: {install}"
+        if builtin:
+            return f"{what}, which this unlearnctl does not have: {install}"
+        return f"{what} which is not installed: {install}"
+
+    def plugin(self, name: str) -> PluginInfo | None:
+        """The loaded plugin ``name`` (``None`` if it is not loaded: not installed, disabled or failed)."""
+        return next((p for p in self.plugins if p.name == name), None)
+
+    def plugin_versions(self) -> dict[str, str | None]:
+        """Every loaded plugin's name -> version, in registration order (built-ins first).
+
+        The version is the plugin's distribution version (``None`` if unknown); for the built-in
+        plugins (``builtin.<module>``) it is unlearnctl's own version. Record the entries of the
+        providers a run used, e.g. ``{p: versions[p] for p in used_providers}``.
+        """
+        return {p.name: p.version for p in self.plugins}
+
+    def lifecycle_hooks(self, plugin: str) -> list[str]:
+        """The hooks other than ``register_*`` that plugin ``plugin`` implements (``[]`` if not loaded)."""
+        info = self.plugin(plugin)
+        return info.lifecycle_hooks if info is not None else []
+
     def create(self, kind: str, name: str, options: Options | Mapping[str, Any] | None = None) -> Component:
         """Instantiate component ``name`` with validated options (an ``Options`` instance or a dict)."""
         from .config import resolve_options
@@ -104,6 +203,18 @@ class Registry:
             if names:
                 out[kind] = names
         return out
+
+
+class MissingProviderError(UnknownComponentError):
+    """A recorded component whose plugin is not installed, not loaded, or no longer provides it.
+
+    Raised by :meth:`Registry.require`; a :class:`~unlearnctl.errors.UnknownComponentError`
+    (exit code 2) whose message names the plugin, its version and how to get it back.
+    """
+
+    def __init__(self, kind: str, name: str, known: list[str], message: str) -> None:
+        super().__init__(kind, name, known)
+        self.args = (message,)
 
 
 class _RegisterError(Exception):
@@ -144,7 +255,7 @@ def _collect(pm: pluggy.PluginManager, plugin: object, info: PluginInfo) -> list
             if cls.name in _seen:
                 raise _RegisterError(f"registers {_kind} '{cls.name}' twice")
             _seen.add(cls.name)
-            found.append(ComponentInfo(_kind, cls.name, cls, info.name, info.version))
+            found.append(ComponentInfo(_kind, cls.name, cls, info.name, info.version, info.distribution))
 
         pm.subset_hook_caller(f"register_{kind}s", remove_plugins=others)(register=register)
     return found
@@ -153,7 +264,9 @@ def _collect(pm: pluggy.PluginManager, plugin: object, info: PluginInfo) -> list
 def build_registry(disable: Iterable[str] | None = None) -> Registry:
     """Load the plugins (see :func:`~unlearnctl.plugins.build_plugin_manager`) and collect their components.
 
-    :raises DuplicateComponentError: two plugins provide a component of one kind with one name.
+    A component whose kind and name another plugin already has is refused (the first registrant keeps
+    the name) and recorded in ``registry.failures`` with stage ``"component"``; the rest of that
+    plugin is used.
     """
     pm, plugins, failures = build_plugin_manager(disable)
     registry = Registry(pm=pm, plugins=[], failures=failures)
@@ -164,21 +277,43 @@ def build_registry(disable: Iterable[str] | None = None) -> Registry:
         except Exception as exc:
             # The plugin contributes nothing, not even its lifecycle hooks.
             pm.unregister(plugin)
-            error = f"RegisterError: {exc}" if isinstance(exc, _RegisterError) else describe_exception(exc)
-            failures.append(PluginFailure(info.name, "register", error))
+            error = f"RegisterError: {exc}" if isinstance(exc, _RegisterError) else None
+            failures.append(failure_from_exception(info.name, "register", exc, info.module, error=error))
             continue
         for comp in found:
             other = registry.components[comp.kind].get(comp.name)
             if other is not None:
-                raise DuplicateComponentError(
-                    f"{comp.kind} '{comp.name}' is provided by two plugins: '{other.provider}' "
-                    f"({other.cls.__module__}.{other.cls.__qualname__}) and '{comp.provider}' "
-                    f"({comp.cls.__module__}.{comp.cls.__qualname__}): uninstall one, or skip one with "
-                    f"{DISABLE_ENV}={comp.provider}"
-                )
+                failures.append(_refusal(comp, other))
+                continue
             registry.components[comp.kind][comp.name] = comp
         registry.plugins.append(info)
     return registry
+
+
+def _refusal(comp: ComponentInfo, kept: ComponentInfo) -> PluginFailure:
+    """The failure recorded when ``comp`` is refused because ``kept`` has its kind and name."""
+    kept_where = f"{kept.cls.__module__}.{kept.cls.__qualname__}"
+    where = f"{comp.cls.__module__}.{comp.cls.__qualname__}"
+    kept_by = (
+        f"built-in plugin '{kept.provider}'"
+        if kept.provider.startswith(BUILTIN_PREFIX)
+        else f"plugin '{kept.provider}'"
+    )
+    error = (
+        f"{comp.kind} '{comp.name}' ({where}) refused: {kept_by} already provides a {comp.kind} named "
+        f"'{comp.name}' ({kept_where}) and keeps the name; plugin '{comp.provider}' should rename its "
+        f"{comp.kind}, or skip the plugin with {DISABLE_ENV}={comp.provider}"
+    )
+    if not kept.provider.startswith(BUILTIN_PREFIX):
+        error += f" (or skip '{kept.provider}' with {DISABLE_ENV}={kept.provider} to use this one)"
+    return PluginFailure(
+        comp.provider,
+        "component",
+        error,
+        location=code_location(comp.cls),
+        component=(comp.kind, comp.name),
+        kept_by=kept.provider,
+    )
 
 
 _cached: Registry | None = None

@@ -9,30 +9,18 @@
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field
 
 from .components import Options
-from .diffusion import sample, to_uint8
+from .diffusion import sample
 from .errors import UsageError
-from .models import DiffusionModel
-
-GRID_FILE = "grid.png"
-INFO_FILE = "samples.json"
-#: grid tiles are upscaled (nearest neighbour) to at least this many pixels a side
-GRID_MIN_TILE = 48
+from .grids import to_pil
+from .models.folder import DiffusionModel
 
 
 class SampleOptions(Options):
@@ -101,12 +89,6 @@ def class_labels_for(model: DiffusionModel, num: int, class_id: int | None = Non
     return torch.tensor(sorted(i % k for i in range(num)), dtype=torch.long)
 
 
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    """One ``C x H x W`` image in [-1, 1] as a PIL image (grey for 1 channel, RGB for 3)."""
-    array = to_uint8(image).permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
 
@@ -125,127 +107,8 @@ def save_images(
             c = int(labels[i])
             suffix = "_" + _safe(class_names[c] if class_names and c < len(class_names) else str(c))
         path = folder / f"{i:0{width}d}{suffix}.png"
-        _to_pil(image).save(path)
+        to_pil(image).save(path)
         paths.append(path)
     return paths
 
 
-def _upscale(images: torch.Tensor, min_tile: int) -> torch.Tensor:
-    scale = max(1, math.ceil(min_tile / images.shape[-1]))
-    return torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
-
-
-def make_grid_image(images: torch.Tensor, nrow: int, min_tile: int = GRID_MIN_TILE, padding: int = 2) -> Image.Image:
-    """A PIL grid of ``images`` (``nrow`` per row), tiles upscaled with nearest neighbour."""
-    from torchvision.utils import make_grid
-
-    if len(images) == 0:
-        raise ValueError("no images to put in a grid")
-    tiles = _upscale(images.float().clamp(-1, 1), min_tile)
-    grid = make_grid(tiles, nrow=max(1, nrow), padding=padding, pad_value=0.0)  # black lines between tiles
-    return _to_pil(grid[: images.shape[1]] if images.shape[1] == 1 else grid)
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int, min_tile: int = GRID_MIN_TILE) -> Path:
-    """Save ``images`` (``N x C x H x W`` in [-1, 1]) as one PNG grid, ``nrow`` images per row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid_image(images, nrow, min_tile).save(path)
-    return path
-
-
-def save_labelled_grid(
-    images: torch.Tensor, row_labels: list[str], path: Path, nrow: int, min_tile: int = GRID_MIN_TILE
-) -> Path:
-    """A grid with one row per entry of ``row_labels`` (``nrow`` images each), labelled at the left."""
-    grid = make_grid_image(images, nrow, min_tile).convert("RGB")
-    font = ImageFont.load_default()
-    label_width = 12 + 8 * max((len(s) for s in row_labels), default=1)
-    canvas = Image.new("RGB", (grid.width + label_width, grid.height), "white")
-    canvas.paste(grid, (label_width, 0))
-    draw = ImageDraw.Draw(canvas)
-    rows = math.ceil(len(images) / max(1, nrow))
-    row_height = grid.height / max(1, rows)
-    for r, text in enumerate(row_labels[:rows]):
-        draw.text((4, r * row_height + row_height / 2 - 6), text, fill="black", font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
-
-
-@dataclass
-class SampleResult:
-    out: Path
-    files: list[Path]
-    labels: list[int] | None
-    seconds: float
-
-
-def check_out_folder(out: Path) -> None:
-    """``--out`` must not exist, or be an empty folder (unlearnctl never overwrites images)."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"'{out}' already exists and is not an empty folder: choose another --out")
-
-
-def sample_to_folder(
-    model: DiffusionModel,
-    out: Path,
-    num: int,
-    class_id: int | None = None,
-    options: SampleOptions | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    model_spec: str | None = None,
-) -> SampleResult:
-    """``unlearnctl sample``: ``num`` PNGs, ``grid.png`` and ``samples.json`` in ``out``.
-
-    Written in a temporary sibling folder and renamed when complete. Without ``class_id`` a
-    conditional model samples every class evenly and the grid has one labelled row per class.
-    """
-    o = options or SampleOptions()
-    out = Path(out)
-    if num < 1:
-        raise UsageError(f"--num must be >= 1, got {num}")
-    check_out_folder(out)
-    labels = class_labels_for(model, num, class_id)
-    start = time.perf_counter()
-    images = generate(model, labels, num, o, seed, device)
-    seconds = time.perf_counter() - start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        files = save_images(images, tmp, labels, model.class_names)
-        names = model.class_names or [str(c) for c in range(model.num_classes)]
-        if labels is not None and class_id is None:
-            per_row = math.ceil(num / model.num_classes)
-            rows, row_labels = [], []
-            blank = -torch.ones_like(images[0])  # background fills short rows
-            for c in range(model.num_classes):
-                row = images[labels == c]
-                if len(row):
-                    rows.append(torch.cat([row, blank.expand(per_row - len(row), *blank.shape)]))
-                    row_labels.append(names[c])
-            save_labelled_grid(torch.cat(rows), row_labels, tmp / GRID_FILE, nrow=per_row)
-        else:
-            save_grid(images, tmp / GRID_FILE, nrow=math.ceil(math.sqrt(num)))
-        info = {
-            "model": model_spec or model.source,
-            "num": num,
-            "class": None if class_id is None else {"id": class_id, "name": names[class_id] if names else None},
-            "seed": seed,
-            **o.model_dump(mode="json"),
-            "device": str(device),
-            "seconds": round(seconds, 3),
-            "files": [p.name for p in files],
-            "labels": None if labels is None else labels.tolist(),
-        }
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return SampleResult(out=out, files=[out / p.name for p in files], labels=info["labels"], seconds=seconds)

@@ -9,14 +9,10 @@ The weights saved are the exponential moving average (``diffusers.training_utils
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -26,10 +22,11 @@ from diffusers.training_utils import EMAModel
 from pydantic import Field, ValidationError
 
 from .components import Options
-from .data import ImageSet
+from .data.batching import batches
+from .data.sets import ImageSet
 from .diffusion import ddpm_loss, drop_labels, sample_timesteps
-from .errors import OptionError, UsageError
-from .models import DiffusionModel
+from .errors import OptionError
+from .models.folder import DiffusionModel
 
 Arch = Literal["digits-small", "tiny"]
 
@@ -109,25 +106,6 @@ def build_scheduler(options: TrainOptions) -> DDPMScheduler:
         clip_sample=False,
     )
 
-
-def batches(data: ImageSet, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches ``(images, labels)``: a new permutation from ``generator`` each epoch.
-
-    Small sets (up to 1 GiB of pixels) are stacked in memory once.
-    """
-    n = len(data)
-    if n == 0:
-        raise ValueError("cannot train on an empty image set")
-    labels = torch.tensor(data.labels, dtype=torch.long)
-    in_memory = n * data.channels * data.image_size**2 * 4 <= 1 << 30
-    images = torch.stack([data[i][0] for i in range(n)]) if in_memory else None
-    batch_size = min(batch_size, n)
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = perm[start : start + batch_size]
-            x = images[idx] if images is not None else torch.stack([data[int(i)][0] for i in idx])
-            yield x, labels[idx]
 
 
 @dataclass
@@ -262,231 +240,3 @@ def resolve_train_options(
         raise OptionError("train: " + "; ".join(errors)) from None
 
 
-@dataclass
-class TrainRequest:
-    """``unlearnctl train`` as asked on the command line."""
-
-    dataset: str
-    out: Path | None = None
-    forget: list[str] = field(default_factory=list)
-    classes: str | None = None
-    sets: list[str] | dict[str, Any] = field(default_factory=list)
-    config: Path | None = None
-    steps: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    data_dir: Path | None = None
-    #: ``--data-option KEY=VALUE``, repeatable (or already-parsed values): the dataset's options
-    data_options: list[str] | dict[str, Any] = field(default_factory=list)
-    #: called with the data warnings of the dataset load (files left out...) as soon as it is loaded
-    on_data_warning: Callable[[list[str]], None] | None = None
-    #: the command line recorded in the manifest (default: ``sys.argv[1:]``)
-    command: list[str] | None = None
-
-
-@dataclass
-class TrainRun:
-    """The run object the lifecycle hooks see (``run_started``, ``step_logged``, ``run_finished``)."""
-
-    out_dir: Path
-    config: dict[str, Any]
-    total_steps: int
-    description: str
-    seed: int
-    kind: str = "train"
-    last_values: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class TrainRunResult:
-    run_dir: Path
-    manifest: Any
-    model: DiffusionModel
-
-
-LOG_FILE = "log.jsonl"
-MODEL_DIR = "model"
-SAMPLES_DIR = "samples"
-GRID_FILE = "grid.png"
-
-
-def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
-    """``unlearnctl train``: check everything, train, and write the run folder (``manifest.json`` last).
-
-    With ``--forget`` / ``--classes`` the model is trained on the remaining set only (the ``retrain``
-    gold standard), keeping every class id of the dataset so it is comparable with unlearned models.
-    """
-    from .config import load_config_file
-    from .data import split_forget
-    from .loading import dataset_options, load_dataset_warned, parse_data_options, select_forget
-    from .manifest import (
-        DatasetRecord,
-        ForgetSetRecord,
-        Manifest,
-        SamplesRecord,
-        SelectorConfig,
-        WeightsRecord,
-        collect_environment,
-    )
-    from .models import folder_sha256, state_sha256
-    from .registry import get_registry
-    from .rundir import atomic_run_dir, check_new_folder
-    from .runner import resolve_data_dir, resolve_device
-    from .sampling import SampleOptions, class_labels_for, generate, save_labelled_grid
-
-    registry = registry if registry is not None else get_registry()
-    req = request
-    # 1. cheap checks first: seed, device, options, output folder
-    if req.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {req.seed}")
-    device = resolve_device(req.device)
-    data_dir = resolve_data_dir(req.data_dir)
-    parse_data_options(req.data_options)
-    config = load_config_file(req.config) if req.config is not None else None
-    options = resolve_train_options(config, req.sets, req.steps)
-    out = Path(req.out) if req.out is not None else default_out_dir(req.dataset)
-    check_new_folder(out)
-    # 2. the data, and the forget set when asked for
-    data_options = dataset_options(req.dataset, req.data_options, registry=registry)
-    data, data_warnings = load_dataset_warned(req.dataset, "train", data_dir, data_options, registry)
-    if data_warnings and req.on_data_warning is not None:
-        req.on_data_warning(data_warnings)
-    dataset_info = registry.get("dataset", req.dataset)
-    dataset_record = DatasetRecord(
-        name=req.dataset,
-        version=data.version or "",
-        split="train",
-        size=len(data),
-        fingerprint=data.fingerprint(),
-        options=data_options,
-        provider=dataset_info.provider,
-        data_dir=str(data_dir) if data_dir is not None else None,
-        warnings=data_warnings,
-    )
-    train_set: ImageSet = data
-    forget_record = None
-    if req.forget or req.classes is not None:
-        ids, selections = select_forget(data, req.forget, req.classes, registry)
-        split = split_forget(data, ids)
-        train_set = split.remain
-        forget_record = ForgetSetRecord(
-            selectors=[
-                SelectorConfig(name=s.name, provider=s.provider, options=s.options, argument=s.argument)
-                for s in selections
-            ],
-            size=len(split.forget),
-            fingerprint=split.forget_fingerprint,
-            remain_size=len(split.remain),
-            forget_classes=list(split.forget_classes),
-        )
-    if options.conditional and not data.class_names:
-        raise UsageError(
-            f"dataset '{req.dataset}' has no classes: train an unconditional model with --set conditional=false"
-        )
-    num_classes = len(data.class_names) if options.conditional else 0
-    input_sha = state_sha256(build_unet(options.arch, data.image_size, data.channels, num_classes, seed=req.seed))
-
-    # 3. train inside a folder that is renamed into place only when whole
-    hook = registry.hook
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
-    with atomic_run_dir(out) as tmp:
-        run = TrainRun(
-            out_dir=tmp,
-            config={"train": options.model_dump(mode="json"), "dataset": req.dataset, "device": device.type},
-            total_steps=options.steps,
-            description=f"train {req.dataset}" + (" (remaining set)" if forget_record else ""),
-            seed=req.seed,
-        )
-        with open(tmp / LOG_FILE, "w") as log:
-
-            def on_step(step: int, values: dict[str, float]) -> None:
-                write_log_line(log, step, values)
-                run.last_values = values
-                hook.step_logged(run=run, step=step, values=values)
-
-            hook.run_started(run=run)
-            result = train_model(
-                train_set, options, seed=req.seed, on_step=on_step, device=device,
-                class_names=data.class_names, source=str(out),
-            )  # fmt: skip
-        model = result.model
-        model.default_dataset = req.dataset
-        model.extra = {
-            **model.extra,
-            "trained": {
-                "dataset": req.dataset,
-                "dataset_fingerprint": dataset_record.fingerprint,
-                "images": len(train_set),
-                "steps": options.steps,
-                "forget": [f"{s.name}:{s.argument}" for s in forget_record.selectors] if forget_record else [],
-            },
-        }
-        model.save(tmp / MODEL_DIR)
-        # 4. a labelled grid: grid_per_class samples of every class (the tool's default sampler)
-        samples = None
-        if options.grid_per_class > 0:
-            sample_options = SampleOptions()
-            n = options.grid_per_class
-            if model.conditional:
-                labels = class_labels_for(model, n * model.num_classes)
-                images = generate(model, labels, len(labels), sample_options, req.seed, device)
-                save_labelled_grid(images, model.class_names, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
-            else:
-                from .sampling import save_grid
-
-                images = generate(model, None, 4 * n, sample_options, req.seed, device)
-                save_grid(images, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
-            samples = SamplesRecord(
-                files={"grid": f"{SAMPLES_DIR}/{GRID_FILE}"},
-                kept_classes=list(range(model.num_classes)),
-                per_class=n,
-                seed=req.seed,
-                sampler=sample_options.model_dump(mode="json"),
-            )
-        # 5. the manifest, last
-        manifest = Manifest(
-            kind="train",
-            command=list(req.command) if req.command is not None else list(sys.argv[1:]),
-            seed=req.seed,
-            seeds={"train": req.seed, "samples": req.seed},
-            runner={
-                "train": options.model_dump(mode="json"),
-                "device": device.type,
-                "num_threads": torch.get_num_threads(),
-            },
-            dataset=dataset_record,
-            forget=forget_record,
-            weights=WeightsRecord(
-                model=f"scratch:{options.arch}",
-                input_sha256=input_sha,
-                output_sha256=state_sha256(model.unet),
-                output_files_sha256=folder_sha256(tmp / MODEL_DIR),
-                saved_weights="ema",
-            ),
-            environment=collect_environment(req.device, device),
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            wall_time_s=round(time.perf_counter() - t0, 3),
-            optimizer_steps=result.steps,
-            final_losses={k: float(v) for k, v in result.last.items() if k != "elapsed"},
-            samples=samples,
-            extra={"train_images": len(train_set), "train_seconds": round(result.wall_s, 3)},
-        )
-        manifest.write(tmp)
-    run.out_dir = out
-    model.path = out / MODEL_DIR
-    hook.run_finished(run=run, result=manifest)
-    return TrainRunResult(run_dir=out, manifest=manifest, model=model)
-
-
-def write_log_line(fh: Any, step: int, values: dict[str, float]) -> None:
-    """Append one ``log.jsonl`` line."""
-    fh.write(json.dumps({"step": step, **values}) + "\n")
-    fh.flush()
-
-
-def default_out_dir(dataset: str, now: float | None = None) -> Path:
-    """``runs/<UTC time>-train-<dataset>``."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    return Path("runs") / f"{stamp}-train-{dataset}"

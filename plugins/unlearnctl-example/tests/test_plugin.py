@@ -67,7 +67,7 @@ def test_options_reject_a_reversed_range():
 
 
 def _run_null_target(steps, seed=0, **options):
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl.contexts.unlearn import UnlearnRun
     from unlearnctl.testing.tiny import tiny_image_set, tiny_model
 
     model = tiny_model(num_classes=3)
@@ -114,7 +114,7 @@ def test_null_target_pulls_the_forgotten_class_to_the_null_prediction():
 
 
 def test_null_target_is_deterministic_under_a_seed():
-    from unlearnctl.models import state_sha256
+    from unlearnctl.models.folder import state_sha256
 
     first, _, _ = _run_null_target(2, seed=3)
     second, _, _ = _run_null_target(2, seed=3)

@@ -1,9 +1,10 @@
 """Built-in metrics of ``unlearnctl eval``, registered through the public ``register_metrics`` hook.
 
 Each metric's ``compute(ctx)`` runs once for the evaluated model and once for its reference, with an
-``unlearnctl.evaluate.EvalContext``: samples come from ``ctx.samples(c)`` (generated once per model
+``unlearnctl.contexts.evaluation.EvalContext``: samples come from ``ctx.samples(c)`` (generated once per model
 and shared by every metric), the judge from ``ctx.judge``. ``needs_samples`` says which classes'
-samples a metric reads, so that ``eval`` generates exactly those, in one batched call per model.
+samples a metric reads. Whichever metrics run, the samples are one batched draw of every class per model,
+so each metric's value is the same alone as next to the others.
 
 - ``forgetting``: does the model still produce the forgotten classes? (judge on their samples)
 - ``kept``: does it still produce the other classes? (judge on their samples)
@@ -28,7 +29,7 @@ def judge_stats(judge: Any, images: torch.Tensor, target: int) -> dict[str, floa
     ``recognition_rate``: share of images whose most likely class is ``target``; ``mean_p``: mean
     probability of ``target``; ``mean_entropy``: mean predictive entropy in nats (``log K`` = no idea).
     """
-    from unlearnctl.judging import judge_images
+    from unlearnctl import judge_images
 
     out = judge_images(judge, images, torch.full((len(images),), target, dtype=torch.long), [target])
     return {
@@ -54,7 +55,7 @@ def unconditional_predictions(ctx: Any, metric: str) -> torch.Tensor:
 
 def class_shares(ctx: Any, metric: str) -> dict[int, float]:
     """Share of ``ctx``'s unconditional samples the judge assigns to each class (its most likely class)."""
-    from unlearnctl.judging import fractions
+    from unlearnctl import fractions
 
     return dict(enumerate(fractions(unconditional_predictions(ctx, metric), ctx.judge.num_classes)))
 
@@ -71,6 +72,7 @@ class Forgetting(Metric):
     """
 
     name = "forgetting"
+    default = True
     needs_samples: ClassVar[tuple[str, ...]] = ("forget",)
 
     def prepare(self, ctx: Any) -> None:
@@ -108,6 +110,7 @@ class Kept(Metric):
     """
 
     name = "kept"
+    default = True
     needs_samples: ClassVar[tuple[str, ...]] = ("kept",)
 
     def prepare(self, ctx: Any) -> None:
@@ -148,6 +151,7 @@ class Fidelity(Metric):
     """
 
     name = "fidelity"
+    default = True
     needs_samples: ClassVar[tuple[str, ...]] = ("kept",)
 
     class Options(Options):
@@ -173,7 +177,7 @@ class Fidelity(Metric):
         prc_neighborhood: int = Field(3, ge=1, description="precision/recall: k of the k-NN radius")
 
     def _extractor(self, ctx: Any) -> Any:
-        from unlearnctl.fidelity import FeatureExtractor
+        from unlearnctl import FeatureExtractor
 
         key = f"fidelity:extractor:{self.options.feature_extractor}:{self.options.inception_weights}"
         if key not in ctx.cache:
@@ -207,7 +211,7 @@ class Fidelity(Metric):
             )
 
     def compute(self, ctx: Any) -> dict[str, Any]:
-        from unlearnctl.fidelity import fidelity_metrics
+        from unlearnctl import fidelity_metrics
 
         if not ctx.kept_classes:
             return {"skipped": "no kept classes"}
@@ -290,6 +294,7 @@ class Membership(Metric):
     """
 
     name = "membership"
+    default = True
     needs_samples: ClassVar[tuple[str, ...]] = ()
 
     class Options(Options):

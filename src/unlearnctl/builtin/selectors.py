@@ -2,7 +2,7 @@
 
 Each selector turns ``--forget NAME:ARGUMENT`` into a set of item ids. Impossible requests (a class
 that does not exist, a field no item has, a selection that matches nothing) raise ``UsageError``
-with a message that says how to fix them; ``unlearnctl.loading.build_forget_ids`` also refuses a
+with a message that says how to fix them; ``unlearnctl.inputs.build_forget_ids`` also refuses a
 union of selections that would leave nothing to remain.
 """
 

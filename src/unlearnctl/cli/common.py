@@ -22,6 +22,7 @@ from rich.markup import escape
 from ..errors import ExitCode, UnlearnError
 
 if TYPE_CHECKING:
+    from ..plugins import PluginFailure
     from ..registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,11 +121,24 @@ def load_registry(warn: bool = True) -> Registry:
     if warn and not _warned:
         _warned = True
         for failure in registry.failures:
-            print_warning(
-                f"plugin '{failure.name}' failed to {failure.stage}: {failure.error} "
-                "(see `unlearnctl plugins`; skip it with UNLEARNCTL_DISABLE_PLUGINS)"
-            )
+            print_plugin_failure(failure)
     return registry
+
+
+def print_plugin_failure(failure: PluginFailure) -> None:
+    """One ``warning:`` line for a failed plugin (with the file and line in the plugin) or a refused
+    component; under ``UNLEARNCTL_DEBUG=1`` the plugin's traceback follows it."""
+    if failure.stage == "component":
+        print_warning(f"{failure.summary()} (see `unlearnctl plugins`)")
+    else:
+        where = f"at {failure.location}; " if failure.location else ""
+        debug = f"; {DEBUG_ENV}=1 shows the traceback" if failure.traceback and not debug_enabled() else ""
+        print_warning(
+            f"plugin '{failure.name}' failed to {failure.stage}: {failure.error} ({where}see `unlearnctl plugins`; "
+            f"skip it with UNLEARNCTL_DISABLE_PLUGINS={failure.name}{debug})"
+        )
+    if debug_enabled() and failure.traceback:
+        err_console.print(failure.traceback.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
 def reset_warnings() -> None:

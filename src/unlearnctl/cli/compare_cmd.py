@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
         """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps) and a
         trade-off plot: forgotten-class recognition rate against FID of the kept classes, one point per run
         plus the base model."""
+        from ..commands.compare import compare, trade_off_plot
         from ..errors import UsageError
-        from ..evaluate import compare, trade_off_plot
 
         if not no_plot and plot.exists() and not overwrite:
             raise UsageError(f"'{plot}' already exists: pass --overwrite to replace it, or choose another --plot")

@@ -22,7 +22,7 @@ from .common import (
     print_warning,
 )
 
-#: must equal ``unlearnctl.evaluate.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
+#: must equal ``unlearnctl.contexts.evaluation.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
 DEFAULT_SAMPLES_PER_CLASS = 50
 
 #: table rows: (metric, key) in order, with a readable label; other numeric top-level keys follow
@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--metrics",
                 help="Comma-separated metric names (see `unlearnctl list metrics`). "
-                "Default: forgetting,kept,fidelity,membership.",
+                "Default: the metrics marked default (built-in: forgetting,kept,fidelity,membership).",
                 show_default=False,
             ),
         ] = None,
@@ -256,7 +256,7 @@ def register(app: typer.Typer) -> None:
         Writes metrics.json (every protocol knob, the sampling cost, all values) and before/after sample
         grids (samples/eval-*.png) into the run folder.
         """
-        from ..evaluate import EvalRequest, evaluate
+        from ..commands.eval import EvalRequest, evaluate
 
         if sampler not in ("ddim", "ddpm"):
             from ..errors import UsageError

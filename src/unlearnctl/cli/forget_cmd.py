@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
 
         Example: unlearnctl forget --classes 2
         """
-        from ..runner import ForgetRequest, prepare_forget, run_forget
+        from ..commands.forget import ForgetRequest, prepare_forget, run_forget
         from .progress import attach_progress
 
         registry = load_registry()

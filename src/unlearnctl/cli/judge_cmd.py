@@ -56,9 +56,9 @@ def register(app: typer.Typer) -> None:
         """
         from types import SimpleNamespace
 
-        from ..judge import run_train_judge
-        from ..loading import dataset_options
-        from ..runner import resolve_device
+        from ..commands.train_judge import run_train_judge
+        from ..inputs import dataset_options
+        from ..runtime import resolve_device
         from .common import err_console, print_data_warnings
         from .progress import RichProgress
 

@@ -11,9 +11,9 @@ from rich.table import Table
 
 from ..components import KINDS
 from ..config import options_table
-from ..plugins import DISABLE_ENV, disabled_plugin_names
+from ..plugins import DISABLE_ENV, PluginFailure, disabled_plugin_names
 from ..registry import ComponentInfo, normalize_kind
-from .common import JsonFlag, console, handle_errors, load_registry, print_json
+from .common import DEBUG_ENV, JsonFlag, console, debug_enabled, err_console, handle_errors, load_registry, print_json
 
 KIND_HELP = "One of: " + ", ".join(f"{k}s" for k in KINDS) + " (singular accepted)."
 
@@ -88,9 +88,24 @@ def component_details(info: ComponentInfo) -> dict[str, Any]:
 # --- commands -----------------------------------------------------------------------------------
 
 
+def failure_data(failure: PluginFailure) -> dict[str, Any]:
+    """A failed plugin or refused component for ``--json``: the full message, location and traceback."""
+    return {
+        "name": failure.name,
+        "stage": failure.stage,
+        "error": failure.error,
+        "location": failure.location,
+        "traceback": failure.traceback,
+        "component": (
+            {"kind": failure.component[0], "name": failure.component[1]} if failure.component is not None else None
+        ),
+        "kept_by": failure.kept_by,
+    }
+
+
 @handle_errors
 def plugins(json_output: JsonFlag = False) -> None:
-    """Installed plugins: name, version, what each provides, and the ones that failed."""
+    """Installed plugins: name, version, what each provides, the hooks each listens to, and what failed."""
     registry = load_registry(warn=False)
     disabled = disabled_plugin_names()
     data = {
@@ -98,38 +113,64 @@ def plugins(json_output: JsonFlag = False) -> None:
             {
                 "name": p.name,
                 "version": p.version,
+                "distribution": p.distribution,
                 "module": p.module,
                 "builtin": p.builtin,
                 "provides": {f"{k}s": v for k, v in registry.provided_by(p.name).items()},
+                "hooks": p.lifecycle_hooks,
             }
             for p in registry.plugins
         ],
-        "failures": [{"name": f.name, "stage": f.stage, "error": f.error} for f in registry.failures],
+        "failures": [failure_data(f) for f in registry.failures],
         "disabled": disabled,
     }
     if json_output:
         print_json(data)
         return
+    # Every column wraps (long words fold): nothing is ever cut off with "...".
     table = Table(title="Plugins", title_justify="left")
-    table.add_column("Plugin", style="bold", no_wrap=True)
-    table.add_column("Version", no_wrap=True)
-    table.add_column("Source")
-    table.add_column("Provides")
+    table.add_column("Plugin", style="bold", overflow="fold")
+    table.add_column("Version", overflow="fold")
+    table.add_column("Source", overflow="fold")
+    table.add_column("Provides", overflow="fold")
+    table.add_column("Hooks", overflow="fold")
     for p in data["plugins"]:
         provides = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["provides"].items()) or "-"
         source = "built-in" if p["builtin"] else p["module"]
-        table.add_row(escape(p["name"]), p["version"] or "-", escape(source), escape(provides))
+        hooks = ", ".join(p["hooks"]) or "-"
+        table.add_row(escape(p["name"]), p["version"] or "-", escape(source), escape(provides), escape(hooks))
     console.print(table)
     if disabled:
         console.print(f"Disabled by {DISABLE_ENV}: {escape(', '.join(disabled))}")
-    if registry.failures:
-        failed = Table(title="Failed plugins", title_justify="left", title_style="bold red", style="red")
-        failed.add_column("Plugin", style="bold red", no_wrap=True)
-        failed.add_column("Stage", style="red")
-        failed.add_column("Error", style="red")
+    failed = [f for f in registry.failures if f.stage != "component"]
+    if failed:
+        table = Table(title="Failed plugins", title_justify="left", title_style="bold red", style="red")
+        table.add_column("Plugin", style="bold red", overflow="fold")
+        table.add_column("Stage", style="red", overflow="fold")
+        table.add_column("Error", style="red", overflow="fold")
+        for f in failed:
+            error = f.error + (f"\nat {f.location}" if f.location else "")
+            table.add_row(escape(f.name), f.stage, escape(error))
+        console.print(table)
+    refused = [f for f in registry.failures if f.stage == "component"]
+    if refused:
+        table = Table(title="Refused components", title_justify="left", title_style="bold yellow", style="yellow")
+        table.add_column("Plugin", style="bold yellow", overflow="fold")
+        table.add_column("Component", overflow="fold")
+        table.add_column("Kept by", overflow="fold")
+        table.add_column("Why", overflow="fold")
+        for f in refused:
+            kind, name = f.component or ("?", "?")
+            why = f.error + (f"\nat {f.location}" if f.location else "")
+            table.add_row(escape(f.name), escape(f"{kind} {name}"), escape(f.kept_by or "?"), escape(why))
+        console.print(table)
+    if debug_enabled():
         for f in registry.failures:
-            failed.add_row(escape(f.name), f.stage, escape(f.error))
-        console.print(failed)
+            if f.traceback:
+                err_console.print(f"traceback of plugin '{f.name}' ({f.stage}):", markup=False, soft_wrap=True)
+                err_console.print(f.traceback.rstrip(), markup=False, highlight=False, soft_wrap=True)
+    elif any(f.traceback for f in registry.failures):
+        console.print(f"{DEBUG_ENV}=1 shows the traceback of each failure.", style="dim")
 
 
 @handle_errors
@@ -146,7 +187,7 @@ def list_components(kind: KindArg, json_output: JsonFlag = False) -> None:
         return
     table = Table(title=f"{k.capitalize()}s", title_justify="left")
     table.add_column("Name", style="bold", no_wrap=True)
-    table.add_column("Description")
+    table.add_column("Description", overflow="fold")
     table.add_column("Provider", no_wrap=True)
     for i in infos:
         table.add_row(escape(i.name), escape(i.description), escape(_provider(i)))

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         With --verify the new output weights must hash to the recorded sha256 (bit-identical on CPU).
         """
-        from ..runner import prepare_replay, run_replay
+        from ..commands.replay import prepare_replay, run_replay
         from .forget_cmd import command_line, print_run_summary, run_json
         from .progress import attach_progress
 

@@ -41,10 +41,11 @@ def register(app: typer.Typer) -> None:
         """
         from pydantic import ValidationError
 
+        from ..commands.sample import check_out_folder, sample_to_folder
         from ..errors import UsageError
-        from ..loading import load_model
-        from ..runner import resolve_device
-        from ..sampling import SampleOptions, check_out_folder, resolve_model_class, sample_to_folder
+        from ..inputs import load_model
+        from ..runtime import resolve_device
+        from ..sampling import SampleOptions, resolve_model_class
 
         try:
             options = SampleOptions(sampler=sampler, steps=steps, guidance=guidance, eta=eta)

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         With --classes/--forget the model sees only the remaining set. Example:
         unlearnctl train --dataset digits --out runs/digits --steps 6000
         """
-        from ..training import TrainRequest, run_train
+        from ..commands.train import TrainRequest, run_train
         from .forget_cmd import command_line
         from .progress import attach_progress
 

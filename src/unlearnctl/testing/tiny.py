@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from ..data import TensorImageSet
-from ..models import DiffusionModel
+from ..data.sets import TensorImageSet
+from ..models.folder import DiffusionModel
 
 if TYPE_CHECKING:
-    from ..judge import Judge
+    from ..judge.classifier import Judge
 
 
 def tiny_unet(
@@ -85,11 +85,11 @@ def tiny_image_set(
 
 
 def tiny_judge(num_classes: int = 3, image_size: int = 8, channels: int = 1, seed: int = 0, epochs: int = 4) -> Judge:
-    """A real :class:`~unlearnctl.judge.Judge` trained briefly on :func:`tiny_image_set` (about a second).
+    """A real :class:`~unlearnctl.judge.classifier.Judge` trained briefly on :func:`tiny_image_set` (about a second).
 
     It reads the tiny set's class patterns well (``epochs=0``: untrained, random weights).
     """
-    from ..judge import Judge, train_judge
+    from ..judge.classifier import Judge, train_judge
 
     if epochs <= 0:
         with torch.random.fork_rng(devices=[]):

@@ -22,9 +22,8 @@ import torch
 from pydantic import Field
 from torch.nn.functional import mse_loss
 
-from unlearnctl import Method
+from unlearnctl import Method, train_model
 from unlearnctl.diffusion import add_noise, predict_noise
-from unlearnctl.training import train_model
 
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 from .erasediff import DEFAULT_STEPS
@@ -33,8 +32,7 @@ from .retrain import class_names_of, train_options_for
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
-    from unlearnctl import DiffusionModel, ForgetSplit
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 
 class _BlindspotOptions(StepsOptions):

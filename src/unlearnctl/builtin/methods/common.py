@@ -39,7 +39,7 @@ from .erasediff import DEFAULT_STEPS, EraseDiff, draw_surrogates
 from .losses import relabel_loss
 
 if TYPE_CHECKING:
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import UnlearnRun
 
 
 #: erasediff's options: the shared defaults (optimizer, batches, clipping, EMA) are taken from them

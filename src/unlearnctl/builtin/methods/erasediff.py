@@ -26,8 +26,7 @@ from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
 from .losses import check_relabel, relabel_loss, uniform_loss
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, UnlearnRun
 
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 

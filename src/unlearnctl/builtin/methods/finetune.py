@@ -16,7 +16,7 @@ from unlearnctl import Method
 from .common import BaselineOptions, Trainer
 
 if TYPE_CHECKING:
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import UnlearnRun
 
 
 class FineTune(Method):

@@ -26,8 +26,7 @@ from .common import BaselineOptions, StepsOptions, Trainer
 from .losses import check_relabel, uniform_loss
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel, ForgetSplit
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 
 class _JointOptions(StepsOptions):

@@ -25,7 +25,7 @@ from unlearnctl import Method
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 
 if TYPE_CHECKING:
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import UnlearnRun
 
 
 class _NegGradOptions(StepsOptions):

@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field
 
-from unlearnctl import Method, Options, UsageError
-from unlearnctl.training import ARCHITECTURES, TrainOptions, build_scheduler, build_unet, train_model
+from unlearnctl import (
+    ARCHITECTURES,
+    Method,
+    Options,
+    TrainOptions,
+    UsageError,
+    build_scheduler,
+    build_unet,
+    train_model,
+)
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel, ForgetSplit
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 _TRAIN = TrainOptions.model_fields
 

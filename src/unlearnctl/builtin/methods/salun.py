@@ -31,8 +31,7 @@ from .erasediff import draw_surrogates
 from .losses import check_relabel, relabel_loss
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel, ForgetSplit
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 #: the mask, in the run folder
 MASK_FILE = "salun-mask.safetensors"

@@ -34,8 +34,7 @@ from unlearnctl.diffusion import add_noise, predict_noise, sample
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel, ForgetSplit
-    from unlearnctl.runner import UnlearnRun
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 #: timesteps per forward pass of the Fisher (SA's ``n_chunks``, as a size)
 FISHER_CHUNK = 250

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class ImageSet(TorchDataset):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: architectures a judge can be (recorded as ``arch`` in judge.json)
 ARCHS: tuple[str, ...] = ("cnn-small", "resnet18", "resnet34", "resnet50")

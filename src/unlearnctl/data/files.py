@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import ImageSet
-from .errors import UsageError
-from .paths import cache_dir
+from ..errors import UsageError
+from ..paths import cache_dir
+from .sets import ImageSet
 
 #: file name endings read as images (case-insensitive); other files in an image folder are ignored
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

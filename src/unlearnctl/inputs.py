@@ -2,7 +2,7 @@
 
 - :func:`load_model`: a registered model name, a run folder (its ``model/``), a diffusers folder or a hub id.
 - :func:`load_dataset`: a registered dataset name and a split; :func:`load_dataset_warned` also returns
-  the :class:`~unlearnctl.datasets_io.DataWarning` lines the loader emitted (files left out...).
+  the :class:`~unlearnctl.data.files.DataWarning` lines the loader emitted (files left out...).
 - :func:`dataset_options`: ``--data-option KEY=VALUE`` pairs validated against a dataset's options.
 - :func:`select_forget` / :func:`build_forget_ids`: ``--classes 2,5`` and ``--forget NAME:ARGS ...``
   (the union of the selections), refusing an empty forget set or one that leaves nothing to remain.
@@ -13,23 +13,28 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from .components import Selector
-from .data import ImageSet
-from .errors import ModelNotAvailableError, UsageError
-from .models import DiffusionModel, load_model_folder
+from .components import Method, Options, Selector
+from .config import parse_set_values, resolve_options
+from .data.files import DataWarning
+from .data.sets import ImageSet
+from .errors import ModelNotAvailableError, OptionError, UsageError
+from .manifest import ComponentConfig, DatasetRecord, Manifest, SelectorConfig, read_manifest
+from .models.folder import DiffusionModel, load_model_folder
+from .models.hub import load_hub_model
+from .provenance import provenance
+from .registry import get_registry
+from .rundir import MANIFEST_FILE, MODEL_DIR
 
 #: sub-folder of a run folder that holds its model
-RUN_MODEL_DIR = "model"
-RUN_MANIFEST = "manifest.json"
 
 
 def _registry(registry: Any | None) -> Any:
     if registry is not None:
         return registry
-    from .registry import get_registry
 
     return get_registry()
 
@@ -43,8 +48,8 @@ def resolve_model_folder(spec: str | Path) -> Path | None:
     path = Path(spec).expanduser()
     if not path.is_dir():
         return None
-    if (path / RUN_MODEL_DIR / "config.json").is_file():
-        return path / RUN_MODEL_DIR
+    if (path / MODEL_DIR / "config.json").is_file():
+        return path / MODEL_DIR
     return path
 
 
@@ -62,11 +67,10 @@ def load_model(spec: str, registry: Any | None = None) -> DiffusionModel:
         if (folder / "config.json").is_file():
             return load_model_folder(folder, source=str(spec))
         if (folder / "unet" / "config.json").is_file():  # a DDPMPipeline folder
-            from .builtin.hub_models import load_hub_model
 
             return load_hub_model(folder, source=str(spec))
         raise ModelNotAvailableError(
-            f"'{spec}' holds no model: expected a run folder (model/ and {RUN_MANIFEST}), a diffusers folder "
+            f"'{spec}' holds no model: expected a run folder (model/ and {MANIFEST_FILE}), a diffusers folder "
             "(config.json + diffusion_pytorch_model.safetensors) or a pipeline folder (unet/)"
         )
     reg = _registry(registry)
@@ -75,7 +79,6 @@ def load_model(spec: str, registry: Any | None = None) -> DiffusionModel:
         return reg.create("model", text).load()
     if "/" in text and not text.startswith((".", "~", "/")):
         # owner/name[@revision] on the Hugging Face Hub (its cache first; one-line error when offline)
-        from .builtin.hub_models import load_hub_model
 
         return load_hub_model(text)
     if "/" in text or text.startswith((".", "~")):
@@ -113,7 +116,6 @@ def load_dataset_warned(
     The data warnings are captured instead of shown, so that the command can print them its own way and
     record them (manifest, ``metrics.json``); any other warning is passed on unchanged.
     """
-    from .datasets_io import DataWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
@@ -135,7 +137,6 @@ def parse_data_options(pairs: Sequence[str] | Mapping[str, Any] | None) -> dict[
     Values are read as ``--set`` values are (:func:`unlearnctl.config.parse_value`); a mapping is taken as
     already parsed. :raises UsageError: a pair without ``=`` or with an empty key.
     """
-    from .config import parse_set_values
 
     if pairs is None:
         return {}
@@ -156,8 +157,6 @@ def dataset_options(
     :raises UsageError: an unknown dataset, a malformed pair, an unknown key (naming the allowed ones)
         or a bad value, in one line.
     """
-    from .config import resolve_options
-    from .errors import OptionError
 
     info = _registry(registry).get("dataset", name)
     given = parse_data_options(pairs)
@@ -193,7 +192,6 @@ def parse_forget_spec(spec: str) -> tuple[str, str]:
 
 def build_selector(name: str, argument: str, registry: Any | None = None) -> tuple[Selector, str | None]:
     """The selector ``name`` with options read from ``argument`` (``Selector.parse_argument``)."""
-    from .config import resolve_options
 
     info = _registry(registry).get("selector", name)
     options = resolve_options(info.cls, config=info.cls.parse_argument(argument))
@@ -242,3 +240,166 @@ def build_forget_ids(
 ) -> set[str]:
     """The forget ids of ``--classes`` / ``--forget`` specs (see :func:`select_forget`)."""
     return select_forget(data, forget_specs, classes, registry)[0]
+
+
+def options_dict(options: Options) -> dict[str, Any]:
+    return options.model_dump(mode="json", by_alias=True)
+
+
+def component_config(registry: Any, kind: str, component: Any) -> ComponentConfig:
+    info = registry.get(kind, component.name)
+    return ComponentConfig(name=component.name, options=options_dict(component.options), **provenance(info))
+
+
+def resolve_method(
+    registry: Any,
+    name: str,
+    config: dict[str, Any] | None,
+    sets: Sequence[str] | dict[str, Any] | None,
+    steps: int | None,
+) -> Method:
+
+    cls = registry.get("method", name).cls
+    set_values = dict(sets) if isinstance(sets, dict) else parse_set_values(list(sets or []))
+    if steps is not None:
+        if "steps" not in cls.Options.model_fields:
+            raise UsageError(f"method '{name}' has no `steps` option, so --steps does not apply to it")
+        set_values["steps"] = steps
+    return cls(resolve_options(cls, config=config, sets=set_values))
+
+
+def check_model_data(model: DiffusionModel, data: ImageSet, model_spec: str) -> None:
+    if (data.image_size, data.channels) != (model.image_size, model.channels):
+        raise UsageError(
+            f"dataset '{data.name}' has {data.channels}x{data.image_size}x{data.image_size} images but model "
+            f"'{model_spec}' expects {model.channels}x{model.image_size}x{model.image_size}: pick the dataset the "
+            "model was trained on (--dataset)"
+        )
+    if model.conditional and data.num_classes != model.num_classes:
+        raise UsageError(
+            f"model '{model_spec}' is conditioned on {model.num_classes} classes but dataset '{data.name}' has "
+            f"{data.num_classes}: pick the dataset the model was trained on (--dataset)"
+        )
+
+
+def resolve_selectors(
+    registry: Any, data: ImageSet, classes: str | None, forget: Sequence[str]
+) -> tuple[set[str], list[SelectorConfig]]:
+    """Run ``--classes`` and every ``--forget NAME:ARGS``; the union of their ids and their records."""
+
+    ids, selections = select_forget(data, forget, classes, registry)
+    reg = _registry(registry)
+    records = [
+        SelectorConfig(name=s.name, options=s.options, argument=s.argument, **provenance(reg.get("selector", s.name)))
+        for s in selections
+    ]
+    return ids, records
+
+
+def select_recorded(registry: Any, data: ImageSet, records: Sequence[SelectorConfig]) -> set[str]:
+    """Re-run recorded selectors from their resolved options (replay)."""
+    ids: set[str] = set()
+    for rec in records:
+        ids |= set(registry.create("selector", rec.name, rec.options).select(data))
+    return ids
+
+
+def resolve_model(registry: Any, spec: str) -> tuple[DiffusionModel, ComponentConfig | None, Path | None]:
+    """``--model`` (a preset, a diffusers or run folder, a hub id): the model, its preset record, its folder.
+
+    :func:`open_model` with the three parts ``forget``, ``replay`` and ``train`` record.
+    """
+    resolved = open_model(spec, registry)
+    return resolved.model, resolved.preset, resolved.path
+
+
+def resolve_data_dir(data_dir: Path | str | None) -> Path | None:
+    """``--data-dir`` as an absolute folder (None: not given, the datasets' default folder)."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--data-dir '{data_dir}' is a file, not a folder")
+    return path
+
+
+def load_dataset_record(
+    registry: Any, name: str, options: dict[str, Any] | None = None, data_dir: Path | None = None
+) -> tuple[ImageSet, DatasetRecord]:
+    """The train split of dataset ``name``, and its manifest record (data warnings included)."""
+
+    data, warnings = load_dataset_warned(name, "train", data_dir, options, registry)
+    info = registry.get("dataset", name)
+    record = DatasetRecord(
+        name=name,
+        version=data.version or info.cls.version or "",
+        split="train",
+        size=len(data),
+        fingerprint=data.fingerprint(),
+        options=options_dict(resolve_options(info.cls, config=options or {})),
+        **provenance(info),
+        data_dir=str(data_dir) if data_dir is not None else None,
+        warnings=warnings,
+    )
+    return data, record
+
+
+# --- what --model names, once for every command --------------------------------------------------------
+
+#: how a model spec resolved: a run folder, a diffusers (or pipeline) folder, a registered name, a hub id
+ModelKind = Literal["run", "folder", "preset", "hub"]
+
+
+@dataclass
+class ResolvedModel:
+    """A model spec (``--model``, eval's target or ``--against``) resolved and loaded: see :func:`open_model`."""
+
+    spec: str
+    model: DiffusionModel
+    kind: ModelKind
+    #: the model preset with its default options, when ``spec`` is a registered model name
+    preset: ComponentConfig | None
+    #: the absolute folder the weights were read from (a run's ``model/``); None when not read from a folder
+    path: Path | None
+    #: the folder ``spec`` names, as given (a run folder itself, not its ``model/``); None for a name or hub id
+    folder: Path | None
+
+    @cached_property
+    def manifest(self) -> Manifest | None:
+        """The run's manifest when ``spec`` is a run folder (read on first use), else None."""
+        return read_manifest(self.folder) if self.kind == "run" and self.folder is not None else None
+
+
+def open_model(spec: str, registry: Any | None = None) -> ResolvedModel:
+    """What ``spec`` names, loaded (see :func:`load_model` for the order of precedence).
+
+    A run folder is a folder holding ``model/`` and ``manifest.json``; a folder holding only ``model/``
+    is a model folder. :raises ModelNotAvailableError, UnknownComponentError: as :func:`load_model`.
+    """
+    reg = _registry(registry)
+    model = load_model(spec, reg)
+    weights_folder = resolve_model_folder(spec)
+    folder = Path(spec).expanduser() if weights_folder is not None else None
+    preset = None
+    kind: ModelKind
+    if folder is not None:
+        is_run = weights_folder == folder / MODEL_DIR and (folder / MANIFEST_FILE).is_file()
+        kind = "run" if is_run else "folder"
+    elif spec in reg.names("model"):
+        kind = "preset"
+        info = reg.get("model", spec)
+        preset = ComponentConfig(name=spec, options=options_dict(info.cls.Options()), **provenance(info))
+    else:
+        kind = "hub"
+    path = Path(model.path).resolve() if model.path else None
+    return ResolvedModel(spec, model, kind, preset, path, folder)
+
+
+def base_model_spec(manifest: Manifest) -> str:
+    """The model a run started from, as a spec for :func:`open_model`: ``weights.model`` as given, or the
+    absolute folder its weights were read from (``weights.model_path``) when ``weights.model`` is no preset
+    and names no folder from here (a relative folder of another working directory, or a moved one)."""
+    weights = manifest.weights
+    if weights.preset is None and weights.model_path and not Path(weights.model).expanduser().is_dir():
+        return weights.model_path
+    return weights.model

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from .diffusion import sample
-from .judge import Judge
-from .models import DiffusionModel
-from .sampling import SampleOptions
+from ..diffusion import sample
+from ..models.folder import DiffusionModel
+from ..sampling import SampleOptions
+from .classifier import Judge
 
 
 @torch.no_grad()

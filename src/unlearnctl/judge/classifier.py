@@ -6,7 +6,7 @@ when computing FID on small images.
 
 A judge folder holds ``judge.safetensors`` (weights) and ``judge.json`` (architecture, class names,
 image size, input normalisation, how it was trained) -- no pickle, so loading one runs no code. The
-architectures (a small CNN, torchvision ResNets) are built in :mod:`unlearnctl.judge_arch`.
+architectures (a small CNN, torchvision ResNets) are built in :mod:`unlearnctl.judge.arch`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import ImageSet
-from .errors import ModelNotAvailableError, UsageError
-from .judge_arch import ARCH_CHOICES, ARCHS, RESNETS, build_cnn_small, build_resnet, check_arch, resolve_arch
+from ..data.sets import ImageSet
+from ..errors import ModelNotAvailableError, UsageError
+from .arch import ARCHS, RESNETS, build_cnn_small, build_resnet, check_arch, resolve_arch
 
 WEIGHTS_FILE = "judge.safetensors"
 CONFIG_FILE = "judge.json"
@@ -225,8 +225,8 @@ def train_judge(
 ) -> tuple[Judge, float]:
     """Train a judge on ``train``; return it (on CPU, eval mode) and its accuracy on ``test``.
 
-    ``arch`` is one of :data:`~unlearnctl.judge_arch.ARCHS` or ``auto`` (see
-    :func:`~unlearnctl.judge_arch.resolve_arch`). ``None`` options take the architecture's defaults:
+    ``arch`` is one of :data:`~unlearnctl.judge.arch.ARCHS` or ``auto`` (see
+    :func:`~unlearnctl.judge.arch.resolve_arch`). ``None`` options take the architecture's defaults:
 
     - ``cnn-small``: batch 64, Adam, lr 2e-3, no weight decay, shifts of up to 1 pixel, no flip.
     - ResNets: batch 128, AdamW, lr 1e-3, weight decay 0.05; random crops with ``image_size // 8`` pixels
@@ -335,54 +335,3 @@ def train_judge(
     return judge, test_accuracy
 
 
-def run_train_judge(
-    dataset: str,
-    out: Path,
-    *,
-    arch: str = "auto",
-    epochs: int = 40,
-    batch_size: int | None = None,
-    flip: bool | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    data_dir: Path | None = None,
-    data_options: dict[str, Any] | None = None,
-    registry: Any = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
-    on_data_warning: Callable[[str], None] | None = None,
-) -> Judge:
-    """``unlearnctl train-judge``: train on ``dataset``'s train split, test on its test split, write ``out``.
-
-    ``arch="auto"`` picks by the dataset's image size and channels (cnn-small for the 8x8 digits,
-    resnet18 for CIFAR-10). The folder is written under a temporary name and renamed when whole; an
-    existing ``out`` is refused. ``data_options`` are the dataset's options (``--data-option``); the data
-    warnings of loading it (files left out...) go to ``on_data_warning`` and into ``judge.json``.
-    """
-    from .loading import load_dataset_warned
-    from .rundir import atomic_run_dir, check_new_folder
-
-    check_arch(arch, ARCH_CHOICES)
-    if epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    check_new_folder(Path(out))
-    train, warned = load_dataset_warned(dataset, "train", data_dir, data_options, registry)
-    test, warned_test = load_dataset_warned(dataset, "test", data_dir, data_options, registry)
-    data_warnings = list(dict.fromkeys([*warned, *warned_test]))
-    for message in data_warnings:
-        if on_data_warning is not None:
-            on_data_warning(message)
-    judge, _ = train_judge(
-        train, test, arch=arch, epochs=epochs, batch_size=batch_size, flip=flip, seed=seed, device=device,
-        on_epoch=on_epoch, on_step=on_step,
-    )  # fmt: skip
-    judge.info["dataset"] = dataset
-    if data_options:
-        judge.info["dataset_options"] = dict(data_options)
-    if data_warnings:
-        judge.info["data_warnings"] = data_warnings
-    with atomic_run_dir(Path(out)) as tmp:
-        judge.save(tmp)
-    return judge

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from .errors import ModelNotAvailableError
+from ..errors import ModelNotAvailableError
 
 META_FILE = "unlearnctl.json"
 

@@ -1,0 +1,162 @@
+"""What ``unlearnctl eval`` records: the models it evaluates and the ``metrics.json`` payload.
+
+The file format is described in ``docs/eval.md``; :mod:`unlearnctl.results` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import torch
+
+from ..contexts.evaluation import EvalContext, EvalShared
+from ..inputs import ResolvedModel, open_model
+from ..manifest import Manifest
+from ..models.folder import DiffusionModel, state_sha256
+from ..results import METRICS_SCHEMA_VERSION
+
+
+@dataclass
+class EvalModel:
+    """A model under evaluation (the evaluated one or its reference): what its spec resolved to, and the
+    identity of its weights."""
+
+    resolved: ResolvedModel
+    #: "ema", "raw" or "unknown": the run's ``saved_weights``, else what the model folder says
+    weights: str
+    #: ``state_sha256`` of the UNet weights
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        return self.resolved.spec
+
+    @property
+    def model(self) -> DiffusionModel:
+        return self.resolved.model
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The run's manifest when the spec is a run folder, else None."""
+        return self.resolved.manifest
+
+
+def open_eval_model(spec: str, registry: Any) -> EvalModel:
+    """Load what ``spec`` names (:func:`unlearnctl.inputs.open_model`) and identify its weights."""
+    resolved = open_model(spec, registry)
+    if resolved.manifest is not None:
+        weights = resolved.manifest.weights.saved_weights
+    else:
+        value = resolved.model.extra.get("weights")
+        weights = value if value in ("ema", "raw") else "unknown"
+    return EvalModel(resolved, weights, state_sha256(resolved.model.unet))
+
+
+class PreparedRecord(Protocol):
+    """What :func:`metrics_payload` reads of a prepared evaluation (``commands.eval.PreparedEval``)."""
+
+    request: Any
+    subject: EvalModel
+    reference: EvalModel | None
+    reference_source: str | None
+    metrics: list[Any]
+    shared: EvalShared
+    notes: list[str]
+
+
+def describe_model(x: EvalModel) -> dict[str, Any]:
+    """``metrics.json``'s ``model`` (and ``reference``) entry: spec, kind, folder, weights, sha256."""
+    folder = x.resolved.folder
+    out: dict[str, Any] = {
+        "spec": x.spec,
+        "kind": "run" if x.resolved.kind == "run" else "model",
+        "path": str(folder) if folder else (str(x.model.path) if x.model.path else None),
+        "weights": x.weights,
+        "sha256": x.sha256,
+        "conditional": x.model.conditional,
+        "num_classes": x.model.num_classes,
+    }
+    if x.manifest is not None:
+        out["method"] = x.manifest.method.name if x.manifest.method else None
+    return out
+
+
+def metrics_payload(
+    p: PreparedRecord,
+    contexts: dict[str, EvalContext],
+    results: dict[str, Any],
+    delta: dict[str, float],
+    wall: float,
+) -> dict[str, Any]:
+    """The ``metrics.json`` payload (without ``metric_seconds`` and ``files``, which ``run_eval`` adds)."""
+    from .. import __version__
+
+    reference = None
+    if p.reference is not None:
+        reference = {**describe_model(p.reference), "source": p.reference_source}
+        if p.subject.manifest is not None:
+            reference["matches_manifest_input"] = p.subject.manifest.weights.input_sha256 in (None, p.reference.sha256)
+    return {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "unlearnctl_version": __version__,
+        "command": list(p.request.command),
+        "model": describe_model(p.subject),
+        "reference": reference,
+        "protocol": protocol_record(p.shared, p.metrics),
+        "sampling": {role: ctx.cost.as_dict() for role, ctx in contexts.items()},
+        "results": results,
+        "delta": delta,
+        "notes": list(p.notes),
+        "wall_time_s": round(wall, 3),
+    }
+
+
+def protocol_record(shared: EvalShared, metrics: list[Any]) -> dict[str, Any]:
+    """``metrics.json``'s ``protocol``: the sampling protocol, device, classes, judge, data set, metric
+    options, seeds, and what the metrics recorded (``EvalContext.record``)."""
+    protocol = shared.protocol.describe()
+    protocol.update(
+        {
+            "device": shared.device.type,
+            "cpu_threads": torch.get_num_threads(),
+            "forget_classes": list(shared.forget_classes),
+            "kept_classes": list(shared.kept_classes),
+            "judge": judge_record(shared),
+            "dataset": dataset_record(shared),
+            "metrics": {m.name: m.options.model_dump(mode="json") for m in metrics},
+            "seeds": {"seed": shared.protocol.seed, "streams": "runner.stream_seed(seed, 'eval-<stream>')"},
+            **shared.records,
+        }
+    )
+    return protocol
+
+
+def dataset_record(shared: EvalShared) -> dict[str, Any] | None:
+    """The evaluation data set: name, options, folder, data warnings, and each loaded split's identity."""
+    if shared.dataset_name is None:
+        return None
+    out: dict[str, Any] = {
+        "name": shared.dataset_name,
+        "options": shared.dataset_options,
+        "data_dir": str(shared.data_dir) if shared.data_dir else None,
+        "warnings": list(shared.data_warnings),
+    }
+    for split, data in sorted(shared.data.items()):
+        out[split] = {"size": len(data), "fingerprint": data.fingerprint(), "version": data.version}
+    return out
+
+
+def judge_record(shared: EvalShared) -> dict[str, Any] | None:
+    """The judge: where it came from, the sha256 of its weights, its test accuracy and training data."""
+    if shared.judge is None:
+        return None
+    info = getattr(shared.judge, "info", {}) or {}
+    return {
+        "path": shared.judge_source,
+        "sha256": state_sha256(shared.judge),
+        "test_accuracy": info.get("test_accuracy"),
+        "dataset": info.get("dataset"),
+    }

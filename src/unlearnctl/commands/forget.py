@@ -1,0 +1,450 @@
+"""``unlearnctl forget``: validate everything, then run the method inside an atomic run folder.
+
+:func:`forget` is two phases: :func:`prepare_forget` validates everything and loads the inputs without
+writing anything (bad input = one :class:`~unlearnctl.errors.UsageError`), then :func:`run_forget`
+does the work inside an atomic run folder (``manifest.json`` written last).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..components import Method
+from ..config import load_config_file
+from ..contexts.unlearn import UnlearnRun
+from ..data.sets import ForgetSplit, ImageSet, split_forget
+from ..diffusion import sample
+from ..errors import UsageError, VerificationError
+from ..grids import save_grid, save_labelled_grid
+from ..inputs import (
+    check_model_data,
+    component_config,
+    dataset_options,
+    load_dataset_record,
+    parse_data_options,
+    resolve_data_dir,
+    resolve_method,
+    resolve_model,
+    resolve_selectors,
+    select_recorded,
+)
+from ..lifecycle import Lifecycle
+from ..manifest import (
+    ComponentConfig,
+    DatasetRecord,
+    ForgetSetRecord,
+    Manifest,
+    ReplayRecord,
+    SamplesRecord,
+    SelectorConfig,
+    WeightsRecord,
+    collect_environment,
+    manifest_extra,
+)
+from ..models.folder import DiffusionModel, folder_sha256, state_sha256
+from ..provenance import with_current_provider
+from ..registry import get_registry
+from ..rundir import LOG_FILE, MODEL_DIR, SAMPLES_DIR, atomic_run_dir, check_new_folder, default_run_dir
+from ..runtime import (
+    STREAMS,
+    Precision,
+    check_precision,
+    resolve_device,
+    seeded_generator,
+    set_determinism,
+    stream_seed,
+    torch_threads,
+)
+from ..sampling import SampleOptions
+
+DEFAULT_MODEL = "ddpm-digits"
+DEFAULT_METHOD = "erasediff"
+#: kept classes shown in the sample grids next to the forgotten ones
+GRID_KEPT_CLASSES = 3
+#: the sampler of the before/after grids: the tool's defaults (``sampling.SampleOptions``)
+GRID_SAMPLER = SampleOptions()
+
+# --- forget: requests, preparation, execution ----------------------------------------------------
+
+
+@dataclass
+class ForgetRequest:
+    """What ``unlearnctl forget`` was asked to do (CLI values, unvalidated)."""
+
+    model: str = DEFAULT_MODEL
+    dataset: str | None = None
+    #: ``--data-dir``: the folder of the dataset's files (None: ``unlearnctl.paths.data_dir()``)
+    data_dir: Path | None = None
+    #: ``--data-option KEY=VALUE``, repeatable (or already-parsed values): the dataset's options
+    data_options: list[str] | dict[str, Any] = field(default_factory=list)
+    #: ``--classes 2,5`` (shorthand for the ``classes`` selector)
+    classes: str | None = None
+    #: ``--forget NAME:ARGS``, repeatable (union)
+    forget: list[str] = field(default_factory=list)
+    method: str = DEFAULT_METHOD
+    sets: list[str] = field(default_factory=list)
+    config: Path | None = None
+    out: Path | None = None
+    seed: int = 0
+    steps: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    #: images per class in each before/after sample grid (0: no grids)
+    grid_per_class: int = 8
+    #: torch CPU threads; None: 1 on a CPU device (see docs/forget.md), torch's default on an accelerator
+    threads: int | None = None
+    #: the command line (argv without the program name) recorded in the manifest
+    command: list[str] | None = None
+    #: ``replay``: what a manifest recorded; the inputs are taken from it and must match it
+    recorded: Recorded | None = None
+
+
+@dataclass
+class Recorded:
+    """What a run's manifest recorded, for ``replay``: inputs are re-created from these records and each
+    must hash to the recorded value (a mismatch is a :class:`~unlearnctl.errors.VerificationError`)."""
+
+    #: the method's fully resolved options (used instead of ``--config``/``--set``)
+    method_options: dict[str, Any]
+    #: the selectors, re-run from their resolved options (instead of ``--classes``/``--forget``)
+    selectors: list[SelectorConfig]
+    input_sha256: str | None
+    #: where to load the model from when the recorded ``--model`` no longer resolves (a relative folder)
+    model_location: str | None
+    dataset_fingerprint: str
+    forget_fingerprint: str
+    forget_size: int
+    #: the replayed run, recorded in the new manifest (``replay_of``)
+    replay_of: ReplayRecord
+
+
+@dataclass
+class PreparedForget:
+    """Everything validated and loaded; nothing written yet."""
+
+    request: ForgetRequest
+    registry: Any
+    model: DiffusionModel
+    model_preset: ComponentConfig | None
+    model_path: Path | None
+    data: ImageSet
+    dataset: DatasetRecord
+    split: ForgetSplit
+    selectors: list[SelectorConfig]
+    method: Method
+    method_config: ComponentConfig
+    device: torch.device
+    precision: Precision
+    out: Path
+    input_sha256: str
+    command: list[str]
+    #: set by replay: the run replayed, and whether to compare the output sha256 with it
+    replay_of: ReplayRecord | None = None
+    verify: bool = False
+
+
+@dataclass
+class ForgetResult:
+    """What :func:`run_forget` returns."""
+
+    run_dir: Path
+    manifest: Manifest
+
+
+def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForget:
+    """Validate the whole request and load its inputs. Writes nothing; bad input raises ``UsageError``.
+
+    Order: cheap checks first (device, precision, method and its options, output folder), then the
+    model, the dataset and the forget set, then the method's own check against them.
+    """
+
+    registry = registry if registry is not None else get_registry()
+    req = request
+    rec = req.recorded
+    # 1. device and precision; the shape of --data-dir and --data-option
+    data_dir = resolve_data_dir(req.data_dir)
+    parse_data_options(req.data_options)
+    device = resolve_device(req.device)
+    precision = check_precision(req.precision, device)
+    if req.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {req.seed}")
+    if req.steps is not None and req.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {req.steps}")
+    if req.threads is not None and req.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {req.threads}")
+    # 2. the method and its options: defaults < --config FILE < --set < --steps (replay: as recorded)
+    if rec is not None:
+        method = resolve_method(registry, req.method, rec.method_options, None, None)
+    else:
+        config = load_config_file(req.config) if req.config is not None else None
+        method = resolve_method(registry, req.method, config, req.sets, req.steps)
+    method_config = component_config(registry, "method", method)
+    # 3. the output folder must not exist
+    out = Path(req.out) if req.out is not None else default_run_dir(method.name, req.model)
+    check_new_folder(out)
+    # 4. the model, its dataset, the forget set
+    model, preset, model_path = resolve_model(registry, rec.model_location if rec and rec.model_location else req.model)
+    input_sha256 = state_sha256(model.unet)
+    if rec is not None and rec.input_sha256 and input_sha256 != rec.input_sha256:
+        raise VerificationError(
+            f"input weights of '{req.model}' differ from the recorded ones (sha256 {input_sha256[:12]}... vs "
+            f"{rec.input_sha256[:12]}...): the model changed since the run"
+        )
+    if type(method).conditional_only and not model.conditional:
+        raise UsageError(f"method '{method.name}' needs a class-conditional model; '{req.model}' is unconditional")
+    dataset_name = req.dataset or model.default_dataset
+    if not dataset_name:
+        raise UsageError(f"model '{req.model}' does not name its training data: pass --dataset NAME")
+    data_options = dataset_options(dataset_name, req.data_options, registry=registry)
+    data, dataset_record = load_dataset_record(registry, dataset_name, data_options, data_dir)
+    if rec is not None and dataset_record.fingerprint != rec.dataset_fingerprint:
+        raise VerificationError(
+            f"dataset '{dataset_name}' differs from the recorded one (fingerprint "
+            f"{dataset_record.fingerprint[:12]}... vs {rec.dataset_fingerprint[:12]}...)"
+        )
+    check_model_data(model, data, req.model)
+    if rec is not None:
+        forget_ids = select_recorded(registry, data, rec.selectors)
+        selectors = with_current_provider(registry, "selector", rec.selectors)
+    else:
+        forget_ids, selectors = resolve_selectors(registry, data, req.classes, req.forget)
+    split = split_forget(data, forget_ids)
+    if rec is not None and split.forget_fingerprint != rec.forget_fingerprint:
+        raise VerificationError(
+            f"the selectors now choose a different forget set ({len(split.forget)} items, fingerprint "
+            f"{split.forget_fingerprint[:12]}...) than recorded ({rec.forget_size} items, "
+            f"{rec.forget_fingerprint[:12]}...)"
+        )
+    # 5. the method's own check against the model and the split (it may resolve 'auto' options)
+    method.check(model, split)
+    method_config = component_config(registry, "method", method)
+    if rec is not None and method_config.options != rec.method_options:
+        raise VerificationError(f"method '{method.name}' resolves the recorded options differently now")
+    command = list(req.command) if req.command is not None else list(sys.argv[1:])
+    return PreparedForget(
+        request=req,
+        registry=registry,
+        model=model,
+        model_preset=preset,
+        model_path=model_path,
+        data=data,
+        dataset=dataset_record,
+        split=split,
+        selectors=selectors,
+        method=method,
+        method_config=method_config,
+        device=device,
+        precision=precision,
+        out=out,
+        input_sha256=input_sha256,
+        command=command,
+        replay_of=rec.replay_of if rec is not None else None,
+    )
+
+
+def _grid_classes(model: DiffusionModel, split: ForgetSplit) -> tuple[list[int], list[int]]:
+    """Forgotten classes and up to ``GRID_KEPT_CLASSES`` kept classes, spread over the kept ones."""
+    if not model.conditional:
+        return [], []
+    forgotten = list(split.forget_classes)
+    if not forgotten:  # not whole classes: show the classes most represented in the forget set
+        counts: dict[int, int] = {}
+        for lbl in split.forget.labels:
+            if lbl >= 0:
+                counts[lbl] = counts.get(lbl, 0) + 1
+        forgotten = sorted(sorted(counts, key=lambda c: (-counts[c], c))[:GRID_KEPT_CLASSES])
+    kept_all = [c for c in split.remain_classes if c not in forgotten]
+    if len(kept_all) > GRID_KEPT_CLASSES:
+        stride = len(kept_all) / GRID_KEPT_CLASSES
+        kept = [kept_all[int(i * stride)] for i in range(GRID_KEPT_CLASSES)]
+    else:
+        kept = kept_all
+    return forgotten, kept
+
+
+def _write_grids(
+    model: DiffusionModel,
+    classes: tuple[list[int], list[int]],
+    n: int,
+    seed: int,
+    device: torch.device,
+    folder: Path,
+    phase: str,
+) -> dict[str, str]:
+    """Sample ``n`` images per class (same seed before and after, so the grids compare image by image)."""
+
+    if n <= 0:
+        return {}
+    o = GRID_SAMPLER
+    settings = {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "eta": o.eta}
+    settings.update(clip_sample=o.clip_sample, batch_size=o.batch_size, device=device)
+    files: dict[str, str] = {}
+    forgotten, kept = classes
+    groups = {"forgotten": forgotten, "kept": kept} if model.conditional else {"samples": []}
+    for group, group_classes in groups.items():
+        if model.conditional and not group_classes:
+            continue
+        generator = seeded_generator(seed, "samples")
+        name = f"{group}-{phase}.png"
+        if model.conditional:
+            labels = torch.tensor([c for c in group_classes for _ in range(n)], dtype=torch.long)
+            images = sample(model, len(labels), labels, generator=generator, **settings)
+            names = [model.class_names[c] if c < len(model.class_names) else str(c) for c in group_classes]
+            save_labelled_grid(images, names, folder / name, nrow=n)
+        else:
+            images = sample(model, 4 * n, None, generator=generator, **settings)
+            save_grid(images, folder / name, nrow=n)
+        files[f"{group}-{phase}"] = f"{SAMPLES_DIR}/{name}"
+    return files
+
+
+def run_forget(prepared: PreparedForget) -> ForgetResult:
+    """Run the prepared method and write the run folder atomically (``manifest.json`` last)."""
+    threads = prepared.request.threads
+    if threads is None and prepared.device.type == "cpu":
+        threads = 1
+    with torch_threads(threads):
+        return _run_forget(prepared)
+
+
+def _run_forget(prepared: PreparedForget) -> ForgetResult:
+    p = prepared
+    req = p.request
+    hook = Lifecycle.of(p.registry)
+    set_determinism(p.device)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    model = p.model
+    grid_classes = _grid_classes(model, p.split)
+    with atomic_run_dir(p.out) as tmp:
+        runner_config = {
+            "steps": p.method.total_steps(),
+            "device": p.device.type,
+            "precision": p.precision,
+            "grid_per_class": req.grid_per_class,
+            "threads": torch.get_num_threads(),
+        }
+        run = UnlearnRun(
+            model,
+            p.split,
+            seed=req.seed,
+            total_steps=p.method.total_steps(),
+            device=p.device,
+            precision=p.precision,
+            out_dir=p.out,
+            work_dir=tmp,
+            kind="forget" if p.replay_of is None else "replay",
+            description=f"{p.method.name} {req.model}",
+            config={"method": p.method_config.model_dump(), "runner": runner_config},
+            hook=hook,
+        )
+        (tmp / LOG_FILE).touch()
+        # 1. samples of the input model (the same seed is used after, image for image)
+        samples = _write_grids(model, grid_classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "before")
+        # 2. the method
+        hook.run_started(run=run)
+        model.unet.train()
+        p.method.unlearn(run)
+        saved = run.finish()
+        model.unet.eval()
+        # 3. samples of the unlearned model, then the model folder
+        samples.update(
+            _write_grids(model, grid_classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "after")
+        )
+        model.unet.to("cpu")
+        output_sha = state_sha256(model.unet)
+        replay_of = p.replay_of
+        if replay_of is not None and p.verify:
+            replay_of = replay_of.model_copy(update={"verified": output_sha == replay_of.output_sha256})
+        out_model = _output_model(model, p, saved, run.ema_decay)
+        out_model.save(tmp / MODEL_DIR)
+        # 4. the manifest, last
+        finished = datetime.now(UTC)
+        manifest = Manifest(
+            kind="forget",
+            command=p.command,
+            seed=req.seed,
+            seeds={s: stream_seed(req.seed, s) for s in STREAMS},
+            method=p.method_config,
+            runner=runner_config,
+            dataset=p.dataset,
+            forget=ForgetSetRecord(
+                selectors=p.selectors,
+                size=len(p.split.forget),
+                fingerprint=p.split.forget_fingerprint,
+                remain_size=len(p.split.remain),
+                forget_classes=list(p.split.forget_classes),
+            ),
+            weights=WeightsRecord(
+                model=req.model,
+                model_path=str(p.model_path) if p.model_path else None,
+                preset=p.model_preset,
+                input_sha256=p.input_sha256,
+                output_sha256=output_sha,
+                output_files_sha256=folder_sha256(tmp / MODEL_DIR),
+                saved_weights=saved,
+            ),
+            environment=collect_environment(req.device, p.device, p.precision),
+            samples=SamplesRecord(
+                files=samples,
+                forgotten_classes=grid_classes[0],
+                kept_classes=grid_classes[1],
+                per_class=req.grid_per_class,
+                seed=stream_seed(req.seed, "samples"),
+                sampler=GRID_SAMPLER.model_dump(mode="json"),
+            )
+            if samples
+            else None,
+            started_at=started,
+            finished_at=finished,
+            wall_time_s=round(time.perf_counter() - t0, 3),
+            optimizer_steps=run.optimizer_steps,
+            final_losses={k: float(v) for k, v in run.last_values.items() if _is_number(v)},
+            replay_of=replay_of,
+            extra=manifest_extra(run.extra),
+        )
+        manifest.write(tmp)
+    run.work_dir = p.out  # renamed into place: the folder is whole
+    hook.run_finished(run=run, result=manifest)
+    return ForgetResult(run_dir=p.out, manifest=manifest)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _output_model(model: DiffusionModel, p: PreparedForget, saved: str, ema_decay: float | None) -> DiffusionModel:
+    """The unlearned model with its ``unlearnctl.json``: which weights were saved and where they came from."""
+    extra = {k: v for k, v in model.extra.items() if k not in ("weights", "ema_decay", "unlearned")}
+    extra["weights"] = saved
+    if saved == "ema":
+        extra["ema_decay"] = ema_decay
+    extra["base_model"] = p.request.model
+    extra["unlearned"] = {
+        "method": p.method.name,
+        "forget": [s.name + (f":{s.argument}" if s.argument else "") for s in p.selectors],
+        "forget_classes": list(p.split.forget_classes),
+        "input_sha256": p.input_sha256,
+    }
+    if model.judge_path is not None:
+        extra["judge"] = str(Path(model.judge_path).resolve())
+    out = copy.copy(model)
+    out.extra = extra
+    out.default_dataset = p.dataset.name
+    return out
+
+
+def forget(request: ForgetRequest, registry: Any = None) -> ForgetResult:
+    """``unlearnctl forget``: validate everything, then run and write the run folder."""
+    return run_forget(prepare_forget(request, registry))
+
+

@@ -1,0 +1,236 @@
+"""``unlearnctl train``: train a DDPM from scratch into a run folder (and the ``retrain`` gold standard).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import load_config_file
+from ..data.sets import ImageSet, split_forget
+from ..errors import UsageError
+from ..grids import save_grid, save_labelled_grid
+from ..inputs import dataset_options, load_dataset_warned, parse_data_options, resolve_data_dir, select_forget
+from ..lifecycle import Lifecycle, RunInfo
+from ..manifest import (
+    DatasetRecord,
+    ForgetSetRecord,
+    Manifest,
+    SamplesRecord,
+    SelectorConfig,
+    WeightsRecord,
+    collect_environment,
+    manifest_extra,
+)
+from ..models.folder import DiffusionModel, folder_sha256, state_sha256
+from ..registry import get_registry
+from ..rundir import (
+    GRID_FILE,
+    LOG_FILE,
+    MODEL_DIR,
+    SAMPLES_DIR,
+    atomic_run_dir,
+    check_new_folder,
+    default_train_dir,
+    write_log_line,
+)
+from ..runtime import resolve_device
+from ..sampling import SampleOptions, class_labels_for, generate
+from ..training import build_unet, resolve_train_options, train_model
+
+
+@dataclass
+class TrainRequest:
+    """``unlearnctl train`` as asked on the command line."""
+
+    dataset: str
+    out: Path | None = None
+    forget: list[str] = field(default_factory=list)
+    classes: str | None = None
+    sets: list[str] | dict[str, Any] = field(default_factory=list)
+    config: Path | None = None
+    steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Path | None = None
+    #: ``--data-option KEY=VALUE``, repeatable (or already-parsed values): the dataset's options
+    data_options: list[str] | dict[str, Any] = field(default_factory=list)
+    #: called with the data warnings of the dataset load (files left out...) as soon as it is loaded
+    on_data_warning: Callable[[list[str]], None] | None = None
+    #: the command line recorded in the manifest (default: ``sys.argv[1:]``)
+    command: list[str] | None = None
+
+
+@dataclass
+class TrainRunResult:
+    run_dir: Path
+    manifest: Any
+    model: DiffusionModel
+
+
+
+
+def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
+    """``unlearnctl train``: check everything, train, and write the run folder (``manifest.json`` last).
+
+    With ``--forget`` / ``--classes`` the model is trained on the remaining set only (the ``retrain``
+    gold standard), keeping every class id of the dataset so it is comparable with unlearned models.
+    """
+
+    registry = registry if registry is not None else get_registry()
+    req = request
+    # 1. cheap checks first: seed, device, options, output folder
+    if req.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {req.seed}")
+    device = resolve_device(req.device)
+    data_dir = resolve_data_dir(req.data_dir)
+    parse_data_options(req.data_options)
+    config = load_config_file(req.config) if req.config is not None else None
+    options = resolve_train_options(config, req.sets, req.steps)
+    out = Path(req.out) if req.out is not None else default_train_dir(req.dataset)
+    check_new_folder(out)
+    # 2. the data, and the forget set when asked for
+    data_options = dataset_options(req.dataset, req.data_options, registry=registry)
+    data, data_warnings = load_dataset_warned(req.dataset, "train", data_dir, data_options, registry)
+    if data_warnings and req.on_data_warning is not None:
+        req.on_data_warning(data_warnings)
+    dataset_info = registry.get("dataset", req.dataset)
+    dataset_record = DatasetRecord(
+        name=req.dataset,
+        version=data.version or "",
+        split="train",
+        size=len(data),
+        fingerprint=data.fingerprint(),
+        options=data_options,
+        provider=dataset_info.provider,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        warnings=data_warnings,
+    )
+    train_set: ImageSet = data
+    forget_record = None
+    if req.forget or req.classes is not None:
+        ids, selections = select_forget(data, req.forget, req.classes, registry)
+        split = split_forget(data, ids)
+        train_set = split.remain
+        forget_record = ForgetSetRecord(
+            selectors=[
+                SelectorConfig(name=s.name, provider=s.provider, options=s.options, argument=s.argument)
+                for s in selections
+            ],
+            size=len(split.forget),
+            fingerprint=split.forget_fingerprint,
+            remain_size=len(split.remain),
+            forget_classes=list(split.forget_classes),
+        )
+    if options.conditional and not data.class_names:
+        raise UsageError(
+            f"dataset '{req.dataset}' has no classes: train an unconditional model with --set conditional=false"
+        )
+    num_classes = len(data.class_names) if options.conditional else 0
+    input_sha = state_sha256(build_unet(options.arch, data.image_size, data.channels, num_classes, seed=req.seed))
+
+    # 3. train inside a folder that is renamed into place only when whole
+    hook = Lifecycle.of(registry)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    with atomic_run_dir(out) as tmp:
+        run = RunInfo(
+            kind="train",
+            out_dir=out,
+            work_dir=tmp,
+            config={"train": options.model_dump(mode="json"), "dataset": req.dataset, "device": device.type},
+            total_steps=options.steps,
+            description=f"train {req.dataset}" + (" (remaining set)" if forget_record else ""),
+            seed=req.seed,
+        )
+        with open(tmp / LOG_FILE, "w") as log:
+
+            def on_step(step: int, values: dict[str, float]) -> None:
+                write_log_line(log, step, values)
+                hook.step_logged(run=run, step=step, values=values)
+
+            hook.run_started(run=run)
+            result = train_model(
+                train_set, options, seed=req.seed, on_step=on_step, device=device,
+                class_names=data.class_names, source=str(out),
+            )  # fmt: skip
+        model = result.model
+        model.default_dataset = req.dataset
+        model.extra = {
+            **model.extra,
+            "trained": {
+                "dataset": req.dataset,
+                "dataset_fingerprint": dataset_record.fingerprint,
+                "images": len(train_set),
+                "steps": options.steps,
+                "forget": [f"{s.name}:{s.argument}" for s in forget_record.selectors] if forget_record else [],
+            },
+        }
+        model.save(tmp / MODEL_DIR)
+        # 4. a labelled grid: grid_per_class samples of every class (the tool's default sampler)
+        samples = None
+        if options.grid_per_class > 0:
+            sample_options = SampleOptions()
+            n = options.grid_per_class
+            if model.conditional:
+                labels = class_labels_for(model, n * model.num_classes)
+                images = generate(model, labels, len(labels), sample_options, req.seed, device)
+                save_labelled_grid(images, model.class_names, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
+            else:
+
+                images = generate(model, None, 4 * n, sample_options, req.seed, device)
+                save_grid(images, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
+            samples = SamplesRecord(
+                files={"grid": f"{SAMPLES_DIR}/{GRID_FILE}"},
+                kept_classes=list(range(model.num_classes)),
+                per_class=n,
+                seed=req.seed,
+                sampler=sample_options.model_dump(mode="json"),
+            )
+        # 5. the manifest, last
+        manifest = Manifest(
+            kind="train",
+            command=list(req.command) if req.command is not None else list(sys.argv[1:]),
+            seed=req.seed,
+            seeds={"train": req.seed, "samples": req.seed},
+            runner={
+                "train": options.model_dump(mode="json"),
+                "device": device.type,
+                "num_threads": torch.get_num_threads(),
+            },
+            dataset=dataset_record,
+            forget=forget_record,
+            weights=WeightsRecord(
+                model=f"scratch:{options.arch}",
+                input_sha256=input_sha,
+                output_sha256=state_sha256(model.unet),
+                output_files_sha256=folder_sha256(tmp / MODEL_DIR),
+                saved_weights="ema",
+            ),
+            environment=collect_environment(req.device, device),
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            wall_time_s=round(time.perf_counter() - t0, 3),
+            optimizer_steps=result.steps,
+            final_losses={k: float(v) for k, v in result.last.items() if k != "elapsed"},
+            samples=samples,
+            extra={
+                **manifest_extra(run.extra),
+                "train_images": len(train_set),
+                "train_seconds": round(result.wall_s, 3),
+            },
+        )
+        manifest.write(tmp)
+    run.work_dir = out  # renamed into place: the folder is whole
+    model.path = out / MODEL_DIR
+    hook.run_finished(run=run, result=manifest)
+    return TrainRunResult(run_dir=out, manifest=manifest, model=model)
+
+

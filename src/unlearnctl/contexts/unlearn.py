@@ -1,0 +1,251 @@
+"""What a method's ``unlearn(run)`` receives: :class:`UnlearnRun`.
+
+The model and the forget/remain split, seeded data streams, the optimizer, device and precision,
+gradient clipping, EMA, ``log.jsonl`` and the lifecycle hooks. A method's own update reads top to
+bottom in its ``unlearn``; everything it shares with other methods is here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers.training_utils import EMAModel
+
+from ..data.batching import batches
+from ..data.sets import ForgetSplit
+from ..diffusion import sample_timesteps
+from ..lifecycle import RunInfo
+from ..models.folder import DiffusionModel
+from ..rundir import LOG_FILE
+from ..runtime import Precision, check_precision, seeded_generator
+
+# --- the runner that methods use ----------------------------------------------------------------
+
+
+class UnlearnRun(RunInfo):
+    """What a method's ``unlearn(run)`` works with. See ``docs/forget.md`` for the contract.
+
+    Attributes set for the method: ``model`` (its UNet on ``device``, train mode), ``split``,
+    ``device``, ``precision``, ``generator`` (seeded CPU generator for the method's own draws),
+    ``total_steps`` (``Method.total_steps()``), ``ema`` and ``ema_decay`` (after :meth:`use_ema`),
+    ``optimizer`` (after :meth:`make_optimizer`), ``optimizer_steps``.
+    For progress and trackers it is the run's :class:`~unlearnctl.lifecycle.RunInfo`: ``kind``
+    (``"forget"`` or ``"replay"``), ``description``, ``out_dir`` (the final run folder, which exists
+    once the run has finished), ``work_dir`` (the folder being written: ``log.jsonl`` is there),
+    ``config`` (the resolved configuration), ``total_steps`` and ``seed``.
+    ``extra``: a dict the method and the ``run_started``/``step_logged`` listeners may fill; it is
+    written into the manifest's ``extra`` (JSON values only). See ``docs/plugins.md``.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        split: ForgetSplit,
+        *,
+        seed: int = 0,
+        total_steps: int | None = None,
+        device: torch.device | str = "cpu",
+        precision: Precision = "fp32",
+        out_dir: Path | None = None,
+        description: str = "unlearn",
+        config: dict[str, Any] | None = None,
+        hook: Any = None,
+        work_dir: Path | None = None,
+        kind: str = "forget",
+    ) -> None:
+        self.model, self.split = model, split
+        self.seed = seed
+        self.total_steps = total_steps
+        self.device = torch.device(device)
+        self.precision: Precision = check_precision(precision, self.device)
+        self.kind = kind
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        #: where log.jsonl is written (default: ``out_dir``)
+        self.work_dir = Path(work_dir) if work_dir is not None else self.out_dir
+        self.description = description
+        self.config: dict[str, Any] = dict(config or {})
+        #: the lifecycle channel (a :class:`~unlearnctl.lifecycle.Lifecycle`, or anything with ``step_logged``)
+        self.hook = hook
+        self.generator = seeded_generator(seed, "method")
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.ema: EMAModel | None = None
+        #: the EMA's decay (set by :meth:`use_ema`; None: no EMA)
+        self.ema_decay: float | None = None
+        self.save_ema = False
+        #: values for the manifest's ``extra`` (filled by the method and the lifecycle listeners)
+        self.extra: dict[str, Any] = {}
+        #: optimizer steps actually taken (a step skipped for an fp16 overflow does not count)
+        self.optimizer_steps = 0
+        #: the values of the last :meth:`log` call (the manifest's final losses)
+        self.last_values: dict[str, float] = {}
+        self._loss_scale = 2.0**16 if self.precision == "fp16" else 1.0
+        self._start = time.perf_counter()
+        self.model.unet.to(self.device).train()
+
+    # -- data and randomness ---------------------------------------------------------------------
+
+    def batches(
+        self, which: Literal["remain", "forget"], batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless ``(x0, labels)`` batches of the remaining or the forget set, on the device.
+
+        Seeded shuffling from the stream's own generator, a new permutation each epoch; a batch is
+        ``min(batch_size, len(set))`` items (the tail of an epoch that does not fill one is skipped).
+        """
+
+        if which not in ("remain", "forget"):
+            raise ValueError(f"run.batches: which must be 'remain' or 'forget', not {which!r}")
+        data = self.split.remain if which == "remain" else self.split.forget
+        for x0, labels in batches(data, batch_size, seeded_generator(self.seed, which)):
+            yield x0.to(self.device), labels.to(self.device)
+
+    def timesteps(self, n: int, antithetic: bool = True) -> torch.Tensor:
+        """``n`` timesteps ~ U{0..T-1} on the device (antithetic: t and T-1-t, the authors' setting)."""
+        T = self.model.scheduler.config.num_train_timesteps
+        return sample_timesteps(n, T, self.generator, antithetic).to(self.device)
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """eps ~ N(0, I) shaped like ``x``, drawn on CPU from ``run.generator``."""
+        return torch.randn(x.shape, generator=self.generator).to(device=x.device, dtype=x.dtype)
+
+    def rand_like(self, x: torch.Tensor) -> torch.Tensor:
+        """u ~ U[0, 1) shaped like ``x``, drawn on CPU from ``run.generator``."""
+        return torch.rand(x.shape, generator=self.generator).to(device=x.device, dtype=x.dtype)
+
+    def sample_noise_and_t(self, x0: torch.Tensor, antithetic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noise, t)`` for a batch: t as :meth:`timesteps`, noise ~ N(0, I)."""
+        t = self.timesteps(len(x0), antithetic)
+        return self.randn_like(x0), t
+
+    # -- optimisation ----------------------------------------------------------------------------
+
+    def make_optimizer(
+        self,
+        params: Any,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+    ) -> torch.optim.Optimizer:
+        """Adam (the authors' optimizer), or AdamW when ``weight_decay`` > 0."""
+        params = list(params)
+        if weight_decay > 0:
+            self.optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
+        return self.optimizer
+
+    def use_ema(self, decay: float, save: bool = True) -> EMAModel | None:
+        """Keep an exponential moving average of the UNet's weights with a fixed ``decay``.
+
+        It starts from the weights the run was given (a model folder holds one set of weights: for the
+        built-in models, the EMA weights of their training) and follows every optimizer step:
+        ``ema <- decay * ema + (1 - decay) * theta``. With ``save`` the EMA weights are what the run
+        saves (``manifest.weights.saved_weights = "ema"``), else the raw weights. ``decay`` 0: no EMA.
+        """
+        if decay <= 0:
+            self.ema, self.ema_decay, self.save_ema = None, None, False
+            return None
+        self.ema_decay = decay
+        # min_decay = decay and update_after_step = -1 make diffusers' EMAModel use the fixed rate from
+        # the first step (its default warm-up would copy the weights at step 1, then ramp (1+n)/(10+n)).
+        self.ema = EMAModel(self.model.unet.parameters(), decay=decay, min_decay=decay, update_after_step=-1)
+        self.ema.to(self.device)
+        self.save_ema = save
+        return self.ema
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed-precision autocast for forward passes (bf16/fp16); a no-op in fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def grads(self, loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Gradients of ``loss`` w.r.t. ``params`` (zeros where unused), unscaled, in fp32.
+
+        For methods that need gradients separately (EraseDiff's g_F and g_q) before combining them
+        with :meth:`apply_gradients`. In fp16 the loss is scaled before the backward pass.
+        """
+        scaled = loss * self._loss_scale if self._loss_scale != 1.0 else loss
+        gs = torch.autograd.grad(scaled, list(params), allow_unused=True)
+        inv = 1.0 / self._loss_scale
+        return [
+            torch.zeros_like(p) if g is None else (g.float() * inv if inv != 1.0 else g)
+            for g, p in zip(gs, params, strict=True)
+        ]
+
+    def apply_gradients(
+        self, optimizer: torch.optim.Optimizer, grads: Sequence[torch.Tensor], clip: float = 1.0
+    ) -> float:
+        """Set the optimizer's parameters' ``.grad`` to ``grads``, clip the global norm, step, update the EMA.
+
+        Returns the gradient norm before clipping. In fp16 a step whose gradients overflowed is skipped
+        and the loss scale halved; in fp32/bf16 a non-finite gradient is an error.
+        """
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if len(params) != len(grads):
+            raise ValueError(f"apply_gradients: {len(grads)} gradients for {len(params)} parameters")
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            if self.precision == "fp16":
+                self._loss_scale /= 2.0
+                optimizer.zero_grad(set_to_none=True)
+                return float(norm)
+            raise FloatingPointError(
+                f"gradient became {float(norm)} at optimizer step {self.optimizer_steps + 1}: lower the learning rate"
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps += 1
+        if self.ema is not None:
+            self.ema.step(self.model.unet.parameters())
+        return float(norm)
+
+    def backward_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> float:
+        """Backward, gradient-norm clip (``clip`` 0: off), optimizer step, EMA update; returns the grad norm."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return self.apply_gradients(optimizer, self.grads(loss, params), clip)
+
+    # -- progress --------------------------------------------------------------------------------
+
+    def steps(self) -> Iterator[int]:
+        """The outer steps ``1..total_steps``."""
+        if self.total_steps is None:
+            raise ValueError(
+                "run.total_steps is not set: the method must declare a `steps` option or override "
+                "Method.total_steps()"
+            )
+        return iter(range(1, self.total_steps + 1))
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Append one line to ``log.jsonl`` (step, values, learning rate, elapsed seconds) and tell the hooks."""
+        line: dict[str, Any] = {"step": step}
+        line.update({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in values.items()})
+        if self.optimizer is not None and "lr" not in line:
+            line["lr"] = self.optimizer.param_groups[0]["lr"]
+        line["time"] = round(time.perf_counter() - self._start, 4)
+        self.last_values = {k: v for k, v in line.items() if k not in ("step", "time", "lr")}
+        if self.work_dir is not None:
+            with open(self.work_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        if self.hook is not None:
+            self.hook.step_logged(run=self, step=step, values=line)
+
+    # -- end -------------------------------------------------------------------------------------
+
+    def finish(self) -> Literal["ema", "raw"]:
+        """Put the weights to save into the UNet (the EMA's, when kept and asked for); say which."""
+        if self.ema is not None and self.save_ema:
+            self.ema.copy_to(self.model.unet.parameters())
+            return "ema"
+        return "raw"
+
+
