@@ -1,6 +1,6 @@
 # unlearnctl: set-up, tests and the demo. Every target creates .venv first when needed.
 #   make demo   forget class 2 of the built-in ddpm-digits model, then evaluate the run
-#   make test   lint, then the test suite (what .ci/run runs)
+#   make test   lint (ruff, import contracts, mypy), then the test suite (what .ci/run runs)
 #   make docs   regenerate docs/cli.md and the hook reference of docs/plugins.md
 
 PYTHON ?= python3
@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
 
+# ruff; the import contracts of pyproject.toml (layers, built-ins on the public API; docs/architecture.md);
+# mypy on the public API (the files listed in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check src tests plugins
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/mypy
 
 # pytest's exit code 5 means it collected no test: a failure, said plainly.
 test: lint
@@ -45,4 +49,4 @@ docs: venv
 	$(BIN)/python -m unlearnctl.plugins docs/plugins.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build src/*.egg-info

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -239,6 +241,26 @@ def test_progress_bar_follows_the_lifecycle_hooks():
     assert not [p for p in registry.pm.get_plugins() if type(p).__name__ == "RichProgress"]
 
 
+def test_progress_bar_through_the_lifecycle_learns_the_total_late():
+    # train-judge knows its number of steps only once training has started
+    from unlearnctl.lifecycle import Lifecycle, RunInfo
+
+    registry = get_registry()
+    console = Console(record=True, width=120, force_terminal=False)
+    run = RunInfo(kind="train-judge", description="train-judge digits")
+    hooks = Lifecycle.of(registry)
+    with attach_progress(registry, console) as progress:
+        hooks.run_started(run=run)
+        run.total_steps = 3
+        for step in range(1, 4):
+            hooks.step_logged(run=run, step=step, values={"epoch": 1, "loss": 0.5})
+        hooks.run_finished(run=run, result=None)
+        task = progress.progress.tasks[0]
+        assert (task.completed, task.total) == (3, 3)
+    text = console.export_text()
+    assert "train-judge digits" in text and "3/3" in text
+
+
 def test_format_values_keeps_numbers_only_and_is_short():
     values = {"loss": 0.123456, "ok": True, "name": "x", "time": 3.0, **{f"v{i}": i for i in range(9)}}
     assert format_values(values) == "loss=0.1235 v0=0 v1=1 v2=2 v3=3"
@@ -254,3 +276,87 @@ def test_cli_reference_documents_every_command(repo_root):
     assert {"plugins", "list", "show"} <= set(commands)
     missing = [name for name in commands if f"## `unlearnctl {name}`" not in text]
     assert not missing, f"docs/cli.md does not document {missing}: run `make docs`"
+
+
+# --- shared options: declared once, the same everywhere ---------------------------------------------
+
+SHARED_OPTIONS = (
+    "--device",
+    "--seed",
+    "--out",
+    "--data-dir",
+    "--data-option",
+    "--threads",
+    "--json",
+    "--set",
+    "--config",
+)
+
+
+def _commands_with(flag: str) -> dict[str, Any]:
+    """The option ``flag`` of every command that has it, by command name."""
+    from typer.main import get_command
+
+    from unlearnctl.cli.app import app
+
+    return {
+        name: param
+        for name, command in get_command(app).commands.items()
+        for param in command.params
+        if flag in getattr(param, "opts", [])
+    }
+
+
+def test_shared_options_are_spelt_only_in_cli_options(repo_root):
+    # every CLI module takes them from unlearnctl.cli.options: none spells one of their flags itself
+    cli_dir = repo_root / "src" / "unlearnctl" / "cli"
+    for path in sorted(cli_dir.glob("*.py")):
+        if path.name == "options.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        spelt = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in SHARED_OPTIONS}
+        assert not spelt, f"{path.name} declares {sorted(spelt)}: use unlearnctl.cli.options"
+
+
+@pytest.mark.parametrize("flag", ["--device", "--seed", "--data-dir", "--data-option", "--json"])
+def test_a_shared_option_reads_the_same_in_every_command(flag):
+    options = _commands_with(flag)
+    assert len(options) >= 4, options
+    assert len({(tuple(p.opts), p.help) for p in options.values()}) == 1, {n: p.help for n, p in options.items()}
+
+
+def test_out_set_and_threads_share_their_flags_and_wording():
+    from unlearnctl.cli.options import OUT_RULE
+
+    outs = _commands_with("--out")
+    assert set(outs) == {"forget", "eval", "sample", "train", "train-judge", "replay"}
+    assert all(sorted(p.opts) == ["--out", "-o"] for p in outs.values())
+    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name != "eval")  # eval writes into a run
+    sets = _commands_with("--set")
+    assert set(sets) == {"forget", "eval", "train"}
+    assert all(sorted(p.opts) == ["--set", "-s"] and (p.help or "").endswith("; repeatable.") for p in sets.values())
+    threads = _commands_with("--threads")
+    assert set(threads) == {"forget", "eval"}
+    assert all("1 is fastest when other jobs share the cores" in (p.help or "") for p in threads.values())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["forget", "--model", "tiny-cond", "--classes", "1"],
+        ["train", "--dataset", "tiny"],
+        ["train-judge", "--dataset", "tiny"],
+        ["sample", "--model", "tiny-cond", "-n", "1"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_existing_out_is_refused_the_same_way_before_any_work(cli, tiny, tmp_path, args):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = cli(*args, "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: '{out}' already exists")
+    assert "unlearnctl never overwrites a run folder; choose another --out" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".taken")]

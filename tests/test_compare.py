@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnctl.commands.compare import compare
+from unlearnctl.commands.compare import compare, trade_off_plot
 from unlearnctl.errors import UsageError
 from unlearnctl.judge.classifier import Judge
 from unlearnctl.rundir import METRICS_FILE
@@ -110,6 +110,21 @@ def test_plot_is_never_overwritten_without_a_flag(cli, runs, tmp_path):
     assert plot.read_bytes() == b"keep me"
     assert cli("compare", runs["fixed"], "--plot", plot, "--overwrite").exit_code == 0
     assert plot.read_bytes()[:8] == PNG
+
+
+def test_the_plot_function_refuses_an_existing_file_or_a_folder_before_drawing(runs, tmp_path):
+    result = compare([runs["fixed"]])
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    plot = folder / "plot.png"
+    plot.write_bytes(b"keep me")
+    with pytest.raises(UsageError, match="--overwrite"):
+        trade_off_plot(result, plot)
+    assert plot.read_bytes() == b"keep me"
+    with pytest.raises(UsageError, match="is a folder"):
+        trade_off_plot(result, folder, overwrite=True)
+    assert trade_off_plot(result, plot, overwrite=True).read_bytes()[:8] == PNG
+    assert [p.name for p in folder.iterdir()] == ["plot.png"]  # no temporary file left behind
 
 
 def test_default_plot_goes_to_the_working_directory(cli, runs):

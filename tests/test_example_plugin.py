@@ -1,4 +1,7 @@
-"""The example plugin package under plugins/: installed for real with pip, found through its entry point."""
+"""The example plugin package under plugins/: installed for real with pip, found through its entry point.
+
+Like a plugin author's tests, this uses only the public API and ``unlearnctl.testing`` (plus the CLI).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearnctl.registry import clear_registry_cache, get_registry
-from unlearnctl.testing.contracts import check_component
+from unlearnctl.testing.contracts import check_component, registered_components, reload_plugins
 
 DIST = "unlearnctl-example"
 PACKAGE = "unlearnctl_example"
@@ -69,20 +71,21 @@ def installed_example(tmp_path, repo_root):
 def test_pip_installed_example_is_found_through_its_entry_point_and_usable_from_the_cli(
     installed_example, cli, repo_root
 ):
-    # 1. found through the entry point: not imported by anyone before the registry loads it
+    # 1. found through the entry point: not imported by anyone before the plugins are loaded
     assert PACKAGE not in sys.modules
-    registry = get_registry(refresh=True)
-    plugin = next(p for p in registry.plugins if p.name == "example")
-    assert (plugin.version, plugin.module, plugin.builtin) == ("0.1.0", "unlearnctl_example.plugin", False)
+    reload_plugins()
+    infos = {(i.kind, i.name): i for i in registered_components(provider="example")}
+    assert set(infos) == {("selector", "label-range"), ("method", "null-target")}
     # ...and loaded from the installed copy, not from the source tree
     module_file = Path(sys.modules["unlearnctl_example.plugin"].__file__).resolve()
     assert repo_root / "plugins" not in module_file.parents
     assert "site-packages" in module_file.parts
-    assert registry.provided_by("example") == {"selector": ["label-range"], "method": ["null-target"]}
-    for kind, name in (("selector", "label-range"), ("method", "null-target")):
-        info = registry.get(kind, name)
-        assert (info.provider, info.provider_version) == ("example", "0.1.0")
-        check_component(info.cls)
+    contract_options = {"label-range": {"lo": 1, "hi": 2}, "null-target": {"batch_size": 4}}
+    for info in infos.values():
+        assert (info.provider, info.provider_version, info.provider_distribution) == (
+            "example", "0.1.0", DIST,
+        )  # fmt: skip
+        assert check_component(info.cls, options=contract_options[info.name]) == []
 
     # 2. usable from the CLI
     listing = cli("list", "selectors")
@@ -101,9 +104,10 @@ def test_pip_installed_example_is_found_through_its_entry_point_and_usable_from_
     plugins = json.loads(cli("plugins", "--json").stdout)
     example = next(p for p in plugins["plugins"] if p["name"] == "example")
     assert example["provides"] == {"selectors": ["label-range"], "methods": ["null-target"]}
+    assert (example["version"], example["module"], example["builtin"]) == ("0.1.0", "unlearnctl_example.plugin", False)
     bad = cli("show", "method", "null-targte")
     assert bad.exit_code == 2 and "did you mean 'null-target'?" in bad.stderr
-    clear_registry_cache()  # a new process would read UNLEARNCTL_DISABLE_PLUGINS afresh
+    reload_plugins()  # a new process would read UNLEARNCTL_DISABLE_PLUGINS afresh
     disabled = cli("list", "methods", "--json", env={"UNLEARNCTL_DISABLE_PLUGINS": "example"})
     assert "null-target" not in [c["name"] for c in json.loads(disabled.stdout)]
 
@@ -111,7 +115,7 @@ def test_pip_installed_example_is_found_through_its_entry_point_and_usable_from_
     #    built-in digits dataset (8x8 grey, 10 classes)
     from unlearnctl.testing.tiny import tiny_model
 
-    clear_registry_cache()
+    reload_plugins()
     model_dir = Path.cwd() / "tiny-digits"
     tiny_model(num_classes=10, image_size=8, channels=1).save(model_dir)
     out = Path.cwd() / "run"
@@ -123,6 +127,8 @@ def test_pip_installed_example_is_found_through_its_entry_point_and_usable_from_
     assert run.exit_code == 0, run.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"]["name"] == "null-target" and manifest["method"]["provider"] == "example"
+    for record in (manifest["method"], *manifest["forget"]["selectors"]):  # the plugin's version, for replay
+        assert (record["provider_version"], record["provider_distribution"]) == ("0.1.0", DIST)
     assert manifest["method"]["options"]["batch_size"] == 8
     assert [s["name"] for s in manifest["forget"]["selectors"]] == ["label-range"]
     assert manifest["forget"]["forget_classes"] == [3, 4]
@@ -134,7 +140,17 @@ def test_pip_installed_example_is_found_through_its_entry_point_and_usable_from_
     assert bad_range.exit_code == 2 and "hi (3) must be >= lo (4)" in bad_range.stderr
     assert not (Path.cwd() / "no").exists()
 
-    # 4. in a fresh process, the plugin's own test suite passes against the installed package
+    # 4. replaying the run without the plugin (disabled here) names it instead of "unknown method"
+    reload_plugins()
+    missing = cli("replay", out, "--out", Path.cwd() / "again", env={"UNLEARNCTL_DISABLE_PLUGINS": "example"})
+    assert missing.exit_code == 2
+    assert (
+        "method 'null-target' was provided by plugin 'example' (version 0.1.0), which is disabled: "
+        "remove 'example' from UNLEARNCTL_DISABLE_PLUGINS" in missing.stderr
+    )
+    reload_plugins()
+
+    # 5. in a fresh process, the plugin's own test suite passes against the installed package
     #    (contracts, its selector, and its method run on a tiny UNet through unlearnctl's runner)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)

@@ -9,6 +9,7 @@ import pytest
 
 from unlearnctl.commands.forget import ForgetRequest, forget
 from unlearnctl.manifest import read_manifest
+from unlearnctl.rundir import record_files
 
 FAST_SETS = ["remain_batch_size=4", "forget_batch_size=4"]
 
@@ -22,9 +23,13 @@ def run(out: Path, seed: int = 0, sets: list[str] | None = None, model: str = "t
 
 
 def edit_manifest(path: Path, change) -> None:
+    """Change a recorded value, and record the manifest's new sha256 as well: these tests are about what
+    replay does with the recorded inputs, not about a manifest changed behind the run's back (that is
+    ``tests/test_trust_verify.py``)."""
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+    record_files(path.parent, [path])
 
 
 def test_replay_verify_reproduces_the_weights_bit_for_bit(cli, tiny, tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ CALLS = []
 
 @unlearnctl.hookimpl
 def run_started(run):
-    CALLS.append(("started", run.total_steps, run.description, run.out_dir.name))
+    CALLS.append(("started", run.total_steps, run.description, run.out_dir.name, run.work_dir.name))
 
 @unlearnctl.hookimpl
 def step_logged(run, step, values):
@@ -187,6 +187,7 @@ def test_lifecycle_hooks_reach_a_tracker_plugin(fake_plugins, tmp_path: Path) ->
                             sets=["remain_batch_size=4", "forget_batch_size=4"], command=["forget"])  # fmt: skip
     forget(request)
     calls = sys.modules[module].CALLS
-    assert calls[0][:3] == ("started", 2, "erasediff tiny-cond") and calls[0][3].startswith(".run.partial-")
+    # out_dir is the final folder from the start; the files are written in work_dir, a hidden sibling
+    assert calls[0][:4] == ("started", 2, "erasediff tiny-cond", "run") and calls[0][4].startswith(".run.partial-")
     assert [c[1] for c in calls[1:3]] == [1, 2] and "loss_r" in calls[1][2]
     assert calls[3] == ("finished", str(out), 2)

@@ -95,7 +95,8 @@ def test_train_command_writes_a_whole_run_folder(cli, tmp_path):
     out = tmp_path / "run"
     result = _train_cli(cli, out, "--seed", "1")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "manifest.json", "model", "samples"]
+    names = ["checksums.sha256", "log.jsonl", "manifest.json", "model", "samples"]
+    assert sorted(p.name for p in out.iterdir()) == names
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3] and all("loss" in line for line in lines)
     assert (out / "samples" / "grid.png").is_file()

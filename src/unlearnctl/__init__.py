@@ -19,24 +19,14 @@ Plugin tests use :mod:`unlearnctl.testing` (tiny models, contract checks, run an
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import diffusion
-from .components import Component, Dataset, Method, Metric, ModelPreset, Options, Selector
-from .contexts.evaluation import EvalContext, SamplingProtocol
-from .contexts.unlearn import UnlearnRun
-from .data.files import (
-    IMAGE_EXTENSIONS,
-    ArrayImageSet,
-    ColumnMetadata,
-    DataWarning,
-    FileImageSet,
-    LoadReport,
-    OnProblem,
-    hash_split,
-    list_images,
-)
-from .data.sets import ForgetSplit, ImageSet, ImageSubset, TensorImageSet, ids_fingerprint, split_forget
+# Light names (pluggy, platformdirs; no torch, no pydantic) are imported now: ``import unlearnctl``,
+# ``--version`` and ``--help`` must not pay for torch and diffusers (docs/performance.md, "Start-up").
+# Every other public name is imported on first use (PEP 562 ``__getattr__`` below): the components'
+# base classes (pydantic), and torch-backed ones; ``from unlearnctl import X`` works for every ``X``
+# in ``__all__``.
 from .errors import (
     DuplicateComponentError,
     ExitCode,
@@ -47,19 +37,81 @@ from .errors import (
     UnlearnError,
     UsageError,
 )
-from .fidelity import FeatureExtractor, fidelity_metrics
 from .hookspecs import hookimpl
-from .judge.verdicts import class_fractions, fractions, judge_images
 from .lifecycle import PluginHookWarning, RunInfo
-from .models.folder import DiffusionModel, file_sha256, folder_sha256, load_model_folder, state_sha256
-from .models.hub import load_hub_model
 from .paths import dataset_folder
-from .training import ARCHITECTURES, TrainOptions, TrainResult, build_scheduler, build_unet, train_model
 
-try:
-    __version__ = version("unlearnctl")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:  # what type checkers see; at run time these come from __getattr__
+    __version__: str
+    from . import diffusion
+    from .components import Component, Dataset, Method, Metric, ModelPreset, Options, Selector
+    from .contexts.evaluation import EvalContext, SamplingProtocol
+    from .contexts.unlearn import UnlearnRun
+    from .data.files import (
+        ArrayImageSet,
+        ColumnMetadata,
+        DataWarning,
+        FileImageSet,
+        LoadReport,
+        hash_split,
+        list_images,
+    )
+    from .data.formats import IMAGE_EXTENSIONS, OnProblem
+    from .data.sets import ForgetSplit, ImageSet, ImageSubset, TensorImageSet, ids_fingerprint, split_forget
+    from .fidelity import FeatureExtractor, fidelity_metrics
+    from .judge.verdicts import class_fractions, fractions, judge_images
+    from .models.folder import DiffusionModel, file_sha256, folder_sha256, load_model_folder, state_sha256
+    from .models.hub import load_hub_model
+    from .train_options import ARCHITECTURES, TrainOptions
+    from .training import TrainResult, build_scheduler, build_unet, train_model
+
+#: public name -> the module (relative to this package) that defines it, imported on first use
+_LAZY: dict[str, str] = {
+    "diffusion": "",
+    "Component": "components",
+    "Dataset": "components",
+    "Method": "components",
+    "Metric": "components",
+    "ModelPreset": "components",
+    "Options": "components",
+    "Selector": "components",
+    "EvalContext": "contexts.evaluation",
+    "SamplingProtocol": "contexts.evaluation",
+    "UnlearnRun": "contexts.unlearn",
+    "IMAGE_EXTENSIONS": "data.formats",
+    "ArrayImageSet": "data.files",
+    "ColumnMetadata": "data.files",
+    "DataWarning": "data.files",
+    "FileImageSet": "data.files",
+    "LoadReport": "data.files",
+    "OnProblem": "data.formats",
+    "hash_split": "data.files",
+    "list_images": "data.files",
+    "ForgetSplit": "data.sets",
+    "ImageSet": "data.sets",
+    "ImageSubset": "data.sets",
+    "TensorImageSet": "data.sets",
+    "ids_fingerprint": "data.sets",
+    "split_forget": "data.sets",
+    "FeatureExtractor": "fidelity",
+    "fidelity_metrics": "fidelity",
+    "class_fractions": "judge.verdicts",
+    "fractions": "judge.verdicts",
+    "judge_images": "judge.verdicts",
+    "DiffusionModel": "models.folder",
+    "file_sha256": "models.folder",
+    "folder_sha256": "models.folder",
+    "load_model_folder": "models.folder",
+    "state_sha256": "models.folder",
+    "load_hub_model": "models.hub",
+    "ARCHITECTURES": "train_options",
+    "TrainOptions": "train_options",
+    "TrainResult": "training",
+    "build_scheduler": "training",
+    "build_unet": "training",
+    "train_model": "training",
+}
+
 
 __all__ = [
     "ARCHITECTURES",
@@ -119,3 +171,33 @@ __all__ = [
     "state_sha256",
     "train_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a heavy public name (torch, diffusers) the first time it is used (PEP 562)."""
+    if name == "__version__":  # read from the installed package's metadata (importlib.metadata: ~40 ms)
+        globals()[name] = _read_version()
+        return globals()[name]
+    try:
+        module_name = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    if not module_name:  # a submodule: ``unlearnctl.diffusion``
+        value: Any = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def _read_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unlearnctl")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "0.0.0+unknown"
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# re-exported: defined apart so that the CLI names the kinds without pydantic
+from .kinds import KINDS as KINDS
+from .kinds import Kind as Kind
+
 if TYPE_CHECKING:
     # contexts import this module: their types are for annotations only
     from .contexts.evaluation import EvalContext
@@ -25,14 +29,16 @@ if TYPE_CHECKING:
     from .data.sets import ForgetSplit, ImageSet
     from .models.folder import DiffusionModel
 
-Kind = Literal["dataset", "selector", "method", "model", "metric"]
-KINDS: tuple[Kind, ...] = ("dataset", "selector", "method", "model", "metric")
 
 
 class Options(BaseModel):
     """Base of every component's options: unknown keys are rejected, values validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# inside ``Component`` the name ``Options`` is its nested class: annotations there name the base by this
+_BaseOptions = Options
 
 
 class Component:
@@ -44,7 +50,7 @@ class Component:
     class Options(Options):
         pass
 
-    def __init__(self, options: Options | None = None) -> None:
+    def __init__(self, options: _BaseOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
     @classmethod
@@ -152,8 +158,9 @@ class Metric(Component):
     kind = "metric"
     #: True: ``eval`` computes it when ``--metrics`` is not given (in registration order, built-ins first)
     default: ClassVar[bool] = False
-    #: the classes whose evaluation samples ``compute`` reads (``ctx.samples(c)``): ``"forget"``,
-    #: ``"kept"``, both (the default) or none (``()``). ``eval`` generates exactly those, in one batch.
+    #: the groups of classes whose evaluation samples ``compute`` reads (``ctx.samples(c)``): ``"forget"``,
+    #: ``"kept"``, both (the default) or none (``()``). A declaration (checked by the contract tests): what
+    #: ``eval`` samples does not follow it, so a metric's value does not depend on the other metrics.
     needs_samples: ClassVar[tuple[SampleGroup, ...]] = ("forget", "kept")
 
     def prepare(self, ctx: EvalContext) -> None:

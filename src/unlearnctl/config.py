@@ -61,12 +61,17 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"config file '{path}': invalid JSON: {_one_line(exc)}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"config file '{path}': invalid YAML: {_yaml_error(exc)}") from None
+    except RecursionError:
+        raise UsageError(f"config file '{path}': nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UsageError(
             f"config file '{path}': expected a table of option = value at the top level, got {type(data).__name__}"
         )
+    for key in data:
+        if not isinstance(key, str):
+            raise UsageError(f"config file '{path}': option names are text, got {key!r}")
     return data
 
 

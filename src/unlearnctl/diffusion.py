@@ -98,6 +98,7 @@ def sample(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     unet: UNet2DModel | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate ``num`` images in ``[-1, 1]`` (``N x C x H x W``, float32, on CPU).
 
@@ -105,7 +106,9 @@ def sample(
     classifier-free guidance uses the authors' convention ``eps = (1 + w) eps_c - w eps_null``
     (``guidance = w``; 0 turns it off). The conditional and unconditional passes run batched in one
     forward. The initial noise is drawn on CPU from ``generator`` so a seed gives the same images on
-    every device. ``eta`` is DDIM's eta (1.0 = ancestral-like); ignored by the DDPM sampler.
+    every device. ``eta`` is DDIM's eta (1.0 = ancestral-like); ignored by the DDPM sampler. ``noise``
+    (``N x C x H x W``): the initial noise to start from instead of drawing it (``generator`` then only
+    draws the sampler's step noise); ``unlearnctl sample`` streams a large ``num`` this way.
     """
     unet = unet if unet is not None else model.unet
     conditional = model.conditional
@@ -115,30 +118,38 @@ def sample(
         class_labels = None
     scheduler = make_sampling_scheduler(model, sampler, steps, clip_sample)
     shape = (num, model.channels, model.image_size, model.image_size)
-    x_all = torch.randn(shape, generator=generator)
+    if noise is not None and tuple(noise.shape) != shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+    x_all = noise if noise is not None else torch.randn(shape, generator=generator)
     out = []
+    guided = class_labels is not None and model.null_class is not None and guidance != 0
+    step_kwargs = {"eta": eta} if sampler == "ddim" else {}
     was_training = unet.training
     unet.eval()
     try:
-        for start in range(0, num, batch_size):
-            x = x_all[start : start + batch_size].to(device)
-            labels = None
-            if class_labels is not None:
-                labels = class_labels[start : start + batch_size].to(device)
-            for t in scheduler.timesteps:
-                t_batch = torch.full((len(x),), int(t), dtype=torch.long, device=device)
-                if labels is not None and guidance != 0:
-                    null = torch.full_like(labels, model.null_class)
-                    eps_c, eps_u = unet(
-                        torch.cat([x, x]), torch.cat([t_batch, t_batch]), class_labels=torch.cat([labels, null])
-                    ).sample.chunk(2)
-                    eps = (1 + guidance) * eps_c - guidance * eps_u
-                else:
-                    eps = predict_noise(unet, x, t_batch, labels)
-                # diffusers draws the step noise on CPU from a CPU generator, whatever x's device.
-                step_kwargs = {"eta": eta} if sampler == "ddim" else {}
-                x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
-            out.append(x.float().cpu())
+        # inference_mode: no autograd bookkeeping at all; the same float operations as under no_grad, and
+        # the images returned (made below, outside it) are ordinary tensors.
+        with torch.inference_mode():
+            for start in range(0, num, batch_size):
+                x = x_all[start : start + batch_size].to(device)
+                labels = None
+                if class_labels is not None:
+                    labels = class_labels[start : start + batch_size].to(device)
+                # guidance: the conditional and the null pass batched in one forward; labels built once a batch
+                both = None
+                if guided and labels is not None and model.null_class is not None:
+                    both = torch.cat([labels, torch.full_like(labels, model.null_class)])
+                for t in scheduler.timesteps:
+                    if both is not None:
+                        t_both = torch.full((2 * len(x),), int(t), dtype=torch.long, device=device)
+                        eps_c, eps_u = unet(torch.cat([x, x]), t_both, class_labels=both).sample.chunk(2)
+                        eps = (1 + guidance) * eps_c - guidance * eps_u
+                    else:
+                        t_batch = torch.full((len(x),), int(t), dtype=torch.long, device=device)
+                        eps = predict_noise(unet, x, t_batch, labels)
+                    # diffusers draws the step noise on CPU from a CPU generator, whatever x's device.
+                    x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
+                out.append(x.float().cpu())
     finally:
         unet.train(was_training)
     return torch.cat(out).clamp(-1, 1)

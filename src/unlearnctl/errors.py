@@ -1,4 +1,4 @@
-"""Error types and exit codes.
+"""Error types and exit codes (docs/errors.md).
 
 The core raises these; only the CLI turns them into one red line and an exit code
 (``UNLEARNCTL_DEBUG=1`` shows the traceback instead).
@@ -7,15 +7,24 @@ The core raises these; only the CLI turns them into one red line and an exit cod
 from __future__ import annotations
 
 import enum
+import errno
+import re
+import signal
 
 
 class ExitCode(enum.IntEnum):
     """Documented process exit codes."""
 
     OK = 0
+    #: an environmental failure: disk full, a file-size limit, a read-only file system, permission
+    #: denied, out of memory; or an internal error
     FAILURE = 1
+    #: bad input: a name, a number, a path, a file, a config or a manifest
     USAGE = 2
+    #: stopped by a signal: 128 + its number (SIGHUP 129, SIGINT / Ctrl-C 130, SIGTERM 143)
+    HANGUP = 129
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 class UnlearnError(Exception):
@@ -71,3 +80,80 @@ class RunFolderExistsError(UsageError):
 
 class VerificationError(UnlearnError):
     """A recorded input or output does not match what it is now (``replay``; exit code 1)."""
+
+
+class RunIntegrityError(UsageError):
+    """A run folder's file differs from (or lacks) the sha256 its records hold (``verify``; exit code 2)."""
+
+
+class EnvironmentFailure(UnlearnError):
+    """The machine refused: disk full, a file-size limit, a read-only file system, permission denied, out
+    of memory (exit code 1). The message names the path and what to do."""
+
+
+class OutputNotWritableError(EnvironmentFailure):
+    """An output folder's parent cannot be written, found before any work starts (exit code 1)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop by a signal other than SIGINT (SIGTERM, SIGHUP).
+
+    A ``KeyboardInterrupt``, so that code which cleans up on Ctrl-C cleans up the same way; the exit
+    code is ``128 + signum``. Raised by the handlers the ``unlearnctl`` console script installs.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(signal_name(self.signum))
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM``... for a signal number (its number when it has no name here)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+#: errno values of an environmental failure and the one-line reason each gets (docs/errors.md)
+OS_FAILURES: dict[int, str] = {
+    errno.ENOSPC: "no space left on device (free some space, or write the output elsewhere)",
+    errno.EDQUOT: "disk quota exceeded (free some space, or write the output elsewhere)",
+    errno.EFBIG: "file too large for a file-size limit (ulimit -f) or the file system (raise the limit, or "
+    "write the output elsewhere)",
+    errno.EROFS: "read-only file system (write the output elsewhere)",
+    errno.EACCES: "permission denied (check the permissions, or use another path)",
+    errno.EPERM: "operation not permitted (check the permissions, or use another path)",
+    errno.ENOMEM: "out of memory",
+}
+
+
+def os_error_message(exc: OSError, what: str | None = None) -> str:
+    """One line for an ``OSError``: ``cannot <what>: <reason>``, where ``what`` defaults to the path the
+    error names (``"write the run folder 'runs/x'"``...)."""
+    reason = OS_FAILURES.get(exc.errno or 0) or exc.strerror or str(exc) or type(exc).__name__
+    if what is None:
+        what = f"use '{exc.filename}'" if exc.filename is not None else ""
+    text = f"cannot {what}: {reason}" if what else str(reason)
+    return " ".join(text.split())
+
+
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
+
+
+def environment_errno(exc: BaseException) -> int | None:
+    """The errno of an environmental failure behind ``exc``: an ``OSError``'s own, or one that a library
+    reports in its message only (safetensors: ``... File too large (os error 27)``), following the
+    exception's causes; ``None`` when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return int(current.errno)
+        match = _OS_ERROR_IN_TEXT.search(str(current))
+        if match is not None:
+            return int(match.group(1) or match.group(2))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None

@@ -9,9 +9,10 @@ use; that cannot happen here, and Inception features mean little for 8 x 8 grey 
   passes to the extractor's constructor with every other argument of ``calculate_metrics``.
 - ``inception``: torch-fidelity's standard ``inception-v3-compat`` (pool3, 2048 features), from a
   local weights file. That file is a pickle (torch-fidelity loads it with
-  ``torch.load(weights_only=False)``, which can run code): pass only a file you trust. Its sha256 is
-  computed, returned with the results (``eval`` prints and records it) and checked against
-  ``expected_sha256`` when one is given.
+  ``torch.load(weights_only=False)``, which can run code), so it is first read with torch's restricted
+  loader (``weights_only=True``: tensors and plain containers only) and refused unless that succeeds;
+  pass only a file you trust all the same. Its sha256 is computed, returned with the results (``eval``
+  prints and records it) and checked against ``expected_sha256`` when one is given.
 
 Inputs are in-memory datasets of ``uint8`` ``C x H x W`` tensors (no PNG round trip, no cache:
 ``cache=False``, because a stale cache name silently serves old statistics).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -167,7 +169,21 @@ class FeatureExtractor:
                 f"Inception weights '{weights}' have sha256 {digest}, not the pinned {expected_sha256}: "
                 "the file is a pickle and is loaded only when it matches; check the file or the pin"
             )
+        check_plain_state_dict(weights)
         return cls(kind="inception", source=str(weights), sha256=digest, extra={"pinned": bool(expected_sha256)})
+
+
+def check_plain_state_dict(path: Path) -> None:
+    """Refuse a ``torch.save`` file unless torch's restricted unpickler (``weights_only=True``) reads it: then
+    it holds tensors and plain containers only, and unpickling it again (torch-fidelity) runs no other code."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise UsageError(
+            f"Inception weights '{path}' are not a plain state dict of tensors ({reason}): unlearnctl does not "
+            f"unpickle other objects; pass torch-fidelity's {INCEPTION_FILE}"
+        ) from None
 
 
 def fidelity_metrics(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from .rundir import atomic_write_bytes
 #: grid tiles are upscaled (nearest neighbour) to at least this many pixels a side
 GRID_MIN_TILE = 48
 
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """One ``C x H x W`` image in [-1, 1] as a PIL image (grey for 1 channel, RGB for 3)."""
     array = to_uint8(image).permute(1, 2, 0).numpy()
@@ -31,23 +33,32 @@ def _upscale(images: torch.Tensor, min_tile: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest") if scale > 1 else images
 
 
-def make_grid_image(images: torch.Tensor, nrow: int, min_tile: int = GRID_MIN_TILE, padding: int = 2) -> Image.Image:
-    """A PIL grid of ``images`` (``nrow`` per row), tiles upscaled with nearest neighbour."""
+def make_grid_image(
+    images: torch.Tensor, nrow: int, min_tile: int = GRID_MIN_TILE, padding: int = 2, pad_value: float = 0.0
+) -> Image.Image:
+    """The one grid renderer: ``images`` (``N x C x H x W`` in [-1, 1]) in rows of ``nrow``, tiles upscaled
+    with nearest neighbour to at least ``min_tile`` pixels, separated by ``padding`` pixels of ``pad_value``
+    (in image units: -1 black, 0 grey, 1 white)."""
     from torchvision.utils import make_grid
 
     if len(images) == 0:
         raise ValueError("no images to put in a grid")
     tiles = _upscale(images.float().clamp(-1, 1), min_tile)
-    grid = make_grid(tiles, nrow=max(1, nrow), padding=padding, pad_value=0.0)  # black lines between tiles
+    grid = make_grid(tiles, nrow=max(1, nrow), padding=padding, pad_value=pad_value)
     return to_pil(grid[: images.shape[1]] if images.shape[1] == 1 else grid)
+
+
+def _save_png(image: Image.Image, path: Path) -> Path:
+    """Every grid file is written here: encoded in memory, then written atomically."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, min_tile: int = GRID_MIN_TILE) -> Path:
     """Save ``images`` (``N x C x H x W`` in [-1, 1]) as one PNG grid, ``nrow`` images per row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid_image(images, nrow, min_tile).save(path)
-    return path
+    return _save_png(make_grid_image(images, nrow, min_tile), path)
 
 
 def save_labelled_grid(
@@ -64,56 +75,23 @@ def save_labelled_grid(
     row_height = grid.height / max(1, rows)
     for r, text in enumerate(row_labels[:rows]):
         draw.text((4, r * row_height + row_height / 2 - 6), text, fill="black", font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
-
-
-def _panel(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    from torchvision.utils import make_grid
-
-    x = (images.clamp(-1, 1) + 1) / 2
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    return make_grid(x, nrow=nrow, padding=1, pad_value=1.0)
+    return _save_png(canvas, path)
 
 
 def side_by_side_png(
-    panels: Sequence[torch.Tensor], nrow: int, path: Path, titles: Sequence[str] | None = None, gap: int = 4
-) -> None:
-    """Grids of ``panels`` (each ``N x C x H x W`` in [-1, 1]) next to each other, upscaled, as one PNG,
-    with a title above each panel."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    grids = [_panel(p, nrow) for p in panels]
-    height = max(g.shape[1] for g in grids)
-    parts, offsets, x = [], [], 0
-    for k, g in enumerate(grids):
-        if g.shape[1] < height:
-            g = torch.nn.functional.pad(g, (0, 0, 0, height - g.shape[1]), value=1.0)
-        parts.append(g)
-        offsets.append(x)
-        x += g.shape[2]
-        if k < len(grids) - 1:
-            parts.append(torch.full((3, height, gap), 0.5))
-            x += gap
-    image = torch.cat(parts, dim=2)
-    scale = max(1, 48 // max(1, panels[0].shape[-1]))  # 8x8 digits: 6x, 48 px each
-    array = (image * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    grid = Image.fromarray(array)
-    if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    panels: Sequence[torch.Tensor], nrow: int, path: Path, titles: Sequence[str] | None = None, gap: int = 12
+) -> Path:
+    """Grids of ``panels`` (each ``N x C x H x W`` in [-1, 1]) next to each other, ``gap`` pixels apart,
+    with a title above each panel (reference left, model right: same noise, image for image)."""
+    grids = [make_grid_image(p, nrow, pad_value=1.0).convert("RGB") for p in panels]
     header = 16 if titles else 0
-    canvas = Image.new("RGB", (grid.width, grid.height + header), "white")
-    canvas.paste(grid, (0, header))
-    if titles:
-        draw = ImageDraw.Draw(canvas)
-        for title, offset in zip(titles, offsets, strict=False):
-            draw.text((offset * scale + 2, 2), title, fill="black")
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
+    width = sum(g.width for g in grids) + gap * (len(grids) - 1)
+    canvas = Image.new("RGB", (width, max(g.height for g in grids) + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for k, g in enumerate(grids):
+        canvas.paste(g, (x, header))
+        if titles and k < len(titles):
+            draw.text((x + 2, 2), titles[k], fill="black")
+        x += g.width + gap
+    return _save_png(canvas, path)

@@ -123,8 +123,8 @@ def step_logged(run: RunInfo, step: int, values: dict[str, float]) -> None:
 
 @hookspec
 def run_finished(run: RunInfo, result: Any) -> None:
-    """Called once a run has finished and its output is complete: ``run.out_dir`` exists and is whole,
-    and ``run.work_dir`` is ``run.out_dir``. Not called when the run fails or is interrupted.
+    """Called once a run has finished and its output is complete: ``run.out_dir`` (unless ``None``) exists
+    and is whole, and ``run.work_dir`` is ``run.out_dir``. Not called when the run fails or is interrupted.
 
     :param run: the run object of :func:`run_started`.
     :param result: the command's result: the :class:`Manifest` (``forget``, ``replay``, ``train``), the

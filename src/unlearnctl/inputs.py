@@ -22,6 +22,7 @@ from .config import parse_set_values, resolve_options
 from .data.files import DataWarning
 from .data.sets import ImageSet
 from .errors import ModelNotAvailableError, OptionError, UsageError
+from .integrity import check_run
 from .manifest import ComponentConfig, DatasetRecord, Manifest, SelectorConfig, read_manifest
 from .models.folder import DiffusionModel, load_model_folder
 from .models.hub import load_hub_model
@@ -59,11 +60,17 @@ def load_model(spec: str, registry: Any | None = None) -> DiffusionModel:
 
     An existing folder wins over a registered name, a registered name over a hub id. Loads on CPU in float32.
 
-    :raises ModelNotAvailableError: a folder that holds no model.
+    A run folder (or its ``model/``) is verified first (:func:`unlearnctl.integrity.check_run`; ``--no-verify``
+    skips it): every file must still match the sha256 its records hold.
+
+    :raises ModelNotAvailableError: a folder that holds no model, pickled or damaged weights.
+    :raises RunIntegrityError: a run folder with a changed or missing file.
     :raises UnknownComponentError: neither a folder nor a registered name (with a suggestion).
     """
     folder = resolve_model_folder(spec)
     if folder is not None:
+        if folder.name == MODEL_DIR and (folder.parent / MANIFEST_FILE).is_file():
+            check_run(folder.parent)  # a run folder, or its model/: its files must match their records
         if (folder / "config.json").is_file():
             return load_model_folder(folder, source=str(spec))
         if (folder / "unet" / "config.json").is_file():  # a DDPMPipeline folder

@@ -76,8 +76,8 @@ class PluginHookWarning(UserWarning):
     def __init__(self, plugin: str, hook: str, error: str, location: str | None, traceback: str) -> None:
         where = f" (at {location})" if location else ""
         super().__init__(
-            f"plugin '{plugin}' failed in {hook}: {error}{where}; the run goes on "
-            f"(later failures of its {hook} are not reported)"
+            f"plugin '{plugin}' failed in {hook}: {error}{where}; the run goes on, "
+            f"later failures of its {hook} are not reported"
         )
         self.plugin, self.hook, self.error, self.location, self.traceback = plugin, hook, error, location, traceback
 

@@ -42,7 +42,23 @@ RECORDED_ENV = (
     "CUDA_VISIBLE_DEVICES",
     "CUBLAS_WORKSPACE_CONFIG",
     "PYTHONHASHSEED",
+    # the CPU kernel path: a different one gives different (equally valid) float32 sums
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_CBWR",
 )
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 class _Model(BaseModel):
@@ -191,6 +207,12 @@ class Manifest(_Model):
     final_losses: dict[str, float] = Field(default_factory=dict, description="the last logged values")
     samples: SamplesRecord | None = Field(None, description="the before/after sample grids")
     replay_of: ReplayRecord | None = Field(None, description="set when this run is a replay of another")
+    files: dict[str, str] | None = Field(
+        None,
+        description="sha256 of every file the run wrote, by path relative to the run folder (manifest.json "
+        "excepted; files added later are in checksums.sha256); `unlearnctl verify` checks them. None: a run "
+        "made before unlearnctl recorded them",
+    )
     extra: dict[str, Any] = Field(
         default_factory=dict,
         description="anything else a command or plugin records: a method or lifecycle listener fills run.extra "
@@ -230,9 +252,11 @@ def read_manifest(path: Path) -> Manifest:
     if not path.is_file():
         raise UsageError(f"no manifest at '{path}': pass a run folder or its manifest.json")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read manifest '{path}': {exc}") from exc
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise UsageError(f"cannot read manifest '{path}': {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"manifest '{path}' is not a JSON object (got {type(data).__name__}): the file is damaged")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise UsageError(
             f"manifest '{path}' has schema version {data.get('schema_version')!r}; this unlearnctl reads "
@@ -353,8 +377,8 @@ def collect_environment(device_requested: str, device: torch.device, precision: 
         git_dirty=dirty,
         device_requested=device_requested,
         device=device.type,
-        device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or None,
-        precision=precision,  # type: ignore[arg-type]
+        device_name=torch.cuda.get_device_name(device) if cuda else cpu_name(),
+        precision=precision,
         cuda_version=torch.version.cuda if cuda else None,
         cudnn_version=torch.backends.cudnn.version() if cuda else None,
         deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),

@@ -26,7 +26,6 @@ import re
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points, version
 from typing import Literal
 
 import pluggy
@@ -251,8 +250,8 @@ def _register(pm: pluggy.PluginManager, plugin: object, info: PluginInfo, failur
     except Exception as exc:
         failure = failure_from_exception(info.name, "register", exc, info.module)
         if failure.location is None:
-            hook = re.search(r"for hook '(\w+)'", str(exc))
-            failure.location = _hook_location(plugin, hook.group(1)) if hook else None
+            named = re.search(r"for hook '(\w+)'", str(exc))
+            failure.location = _hook_location(plugin, named.group(1)) if named else None
         failures.append(failure)
         return False
     unknown = _unknown_hooks(pm, plugin)
@@ -288,6 +287,8 @@ def build_plugin_manager(
     :param disable: plugin names to skip; ``None`` reads ``UNLEARNCTL_DISABLE_PLUGINS``.
     :return: the manager, the plugins registered (in order) and the plugins that failed.
     """
+    from importlib.metadata import entry_points  # here: --help does not read the installed packages
+
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     skip = set(disabled_plugin_names(disable))
@@ -360,6 +361,8 @@ def _dist_name(dist: object) -> str | None:
 
 
 def _version(dist: str) -> str | None:
+    from importlib.metadata import version
+
     try:
         return version(dist)
     except Exception:

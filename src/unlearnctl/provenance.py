@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from .manifest import ComponentConfig, DatasetRecord, Manifest
+from .manifest import ComponentConfig, DatasetRecord, Manifest, SelectorConfig
 from .plugins import BUILTIN_PREFIX
 
-Record = TypeVar("Record", ComponentConfig, DatasetRecord)
+# ``SelectorConfig`` is a constraint of its own so that selectors come back as ``SelectorConfig``
+Record = TypeVar("Record", SelectorConfig, ComponentConfig, DatasetRecord)
 
 
 def provenance(info: Any) -> dict[str, str | None]:
@@ -82,6 +83,7 @@ def check_providers(registry: Any, manifest: Manifest) -> list[str]:
         elif rec.provider_version is not None and info.provider_version != rec.provider_version:
             entry = changed.setdefault(rec.provider, (rec.provider_version, info.provider_version, []))
             entry[2].append(what)
-    for provider, (was, now, what) in changed.items():
-        warnings.append(f"plugin {provider}: recorded {was}, now {now or 'version unknown'} ({', '.join(what)})")
+    for provider, (was, now, components) in changed.items():
+        listed = ", ".join(components)
+        warnings.append(f"plugin {provider}: recorded {was}, now {now or 'version unknown'} ({listed})")
     return warnings

@@ -93,20 +93,26 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
 
 
+def image_file_name(index: int, count: int, label: int | None = None, class_names: list[str] | None = None) -> str:
+    """The file name of image ``index`` of ``count``: ``0000.png``, or ``0000_<class>.png`` with a label
+    (at least four digits, as many as ``count - 1`` has)."""
+    width = max(4, len(str(count - 1)))
+    suffix = ""
+    if label is not None:
+        suffix = "_" + _safe(class_names[label] if class_names and label < len(class_names) else str(label))
+    return f"{index:0{width}d}{suffix}.png"
+
+
 def save_images(
     images: torch.Tensor, folder: Path, labels: torch.Tensor | None = None, class_names: list[str] | None = None
 ) -> list[Path]:
     """Write each image as a real-size PNG: ``0000.png``, or ``0000_<class>.png`` when labels are given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    width = max(4, len(str(len(images) - 1)))
     paths = []
     for i, image in enumerate(images):
-        suffix = ""
-        if labels is not None:
-            c = int(labels[i])
-            suffix = "_" + _safe(class_names[c] if class_names and c < len(class_names) else str(c))
-        path = folder / f"{i:0{width}d}{suffix}.png"
+        label = int(labels[i]) if labels is not None else None
+        path = folder / image_file_name(i, len(images), label, class_names)
         to_pil(image).save(path)
         paths.append(path)
     return paths

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
-from unlearnctl import Dataset, ImageSet, Options, TensorImageSet, UsageError, hookimpl
+from unlearnctl import Dataset, Options, UsageError, hookimpl
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet
 
 #: How often one item in each class goes to the test split: positions k % TEST_EVERY == TEST_EVERY - 1.
 TEST_EVERY = 6
@@ -54,7 +56,10 @@ class Digits(Dataset):
 
     def load(self, split: Literal["train", "test"] = "train", data_dir: Path | None = None) -> ImageSet:
         # data_dir is accepted for the common interface; the data ships inside scikit-learn.
+        import torch
         from sklearn.datasets import load_digits
+
+        from unlearnctl import TensorImageSet
 
         if split not in ("train", "test"):
             raise UsageError(f"dataset 'digits' has splits 'train' and 'test', not '{split}'")

@@ -5,12 +5,15 @@ Loading itself (hub ids, the cache, pipeline folders) is ``unlearnctl.load_hub_m
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from unlearnctl import DiffusionModel, ModelPreset, Options, hookimpl, load_hub_model
+from unlearnctl import ModelPreset, Options, hookimpl
 from unlearnctl.builtin.realdata import CIFAR10_CLASSES
+
+if TYPE_CHECKING:
+    from unlearnctl import DiffusionModel
 
 
 class DdpmCifar10(ModelPreset):
@@ -30,6 +33,8 @@ class DdpmCifar10(ModelPreset):
         revision: str = Field("main", description="Hub branch, tag or commit to load; a commit pins the exact weights")
 
     def load(self) -> DiffusionModel:
+        from unlearnctl import load_hub_model
+
         return load_hub_model(
             self.repo_id,
             revision=self.options.revision,

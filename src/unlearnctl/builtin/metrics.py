@@ -15,12 +15,14 @@ so each metric's value is the same alone as next to the others.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from unlearnctl import Metric, Options, UsageError, hookimpl
+
+if TYPE_CHECKING:
+    import torch
 
 
 def judge_stats(judge: Any, images: torch.Tensor, target: int) -> dict[str, float]:
@@ -29,6 +31,8 @@ def judge_stats(judge: Any, images: torch.Tensor, target: int) -> dict[str, floa
     ``recognition_rate``: share of images whose most likely class is ``target``; ``mean_p``: mean
     probability of ``target``; ``mean_entropy``: mean predictive entropy in nats (``log K`` = no idea).
     """
+    import torch
+
     from unlearnctl import judge_images
 
     out = judge_images(judge, images, torch.full((len(images),), target, dtype=torch.long), [target])
@@ -45,6 +49,8 @@ def unconditional_predictions(ctx: Any, metric: str) -> torch.Tensor:
 
     Judged once per model and kept in ``ctx.cache``: forgetting, kept and fidelity all read it.
     """
+    import torch
+
     key = f"judge:unconditional-predictions:{ctx.role}"
     if key not in ctx.cache:
         judge = ctx.require_judge(metric)
@@ -211,6 +217,8 @@ class Fidelity(Metric):
             )
 
     def compute(self, ctx: Any) -> dict[str, Any]:
+        import torch
+
         from unlearnctl import fidelity_metrics
 
         if not ctx.kept_classes:
@@ -254,6 +262,8 @@ class Fidelity(Metric):
 
     def _unconditional(self, ctx: Any) -> torch.Tensor:
         """The unconditional samples compared: all of them, or those not judged as a forgotten class."""
+        import torch
+
         images = ctx.samples(None)
         if not self._filters(ctx):
             ctx.record("generated_set", "all unconditional samples")
@@ -271,6 +281,8 @@ def auc_and_tpr(member_scores: torch.Tensor, nonmember_scores: torch.Tensor, fpr
     AUC is the Mann-Whitney probability that a random member outscores a random non-member (ties count
     half). The TPR uses the strictest threshold that flags at most ``fpr`` of the non-members.
     """
+    import torch
+
     m, n = member_scores.double(), nonmember_scores.double()
     greater = (m[:, None] > n[None, :]).double().mean()
     ties = (m[:, None] == n[None, :]).double().mean()
@@ -305,6 +317,8 @@ class Membership(Metric):
         batch_size: int = Field(512, ge=1, description="images per forward pass")
 
     def _sets(self, ctx: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | str:
+        import torch
+
         key = f"membership:sets:{self.options.max_images}"
         if key in ctx.cache:
             return ctx.cache[key]
@@ -345,30 +359,32 @@ class Membership(Metric):
         )
         return ctx.cache[key]
 
-    @torch.no_grad()
     def _losses(self, ctx: Any, images: torch.Tensor, labels: torch.Tensor, stream: str) -> torch.Tensor:
+        import torch
+
         from unlearnctl.diffusion import add_noise, predict_noise
 
-        model, opt = ctx.model, self.options
-        unet = model.unet.to(ctx.device).eval()
-        T = int(model.scheduler.config.num_train_timesteps)
-        high = min(opt.max_t or T, T)
-        g = ctx.generator(f"membership-{stream}")
-        total = torch.zeros(len(images))
-        class_labels = labels.clamp_min(0) if model.conditional else None
-        for _ in range(opt.draws):
-            # 1. one (t, eps) per image, drawn in a fixed order from a seeded generator: the same for every model
-            t = torch.randint(0, high, (len(images),), generator=g)
-            eps = torch.randn(images.shape, generator=g)
-            for s in range(0, len(images), opt.batch_size):
-                sl = slice(s, s + opt.batch_size)
-                x0 = images[sl].to(ctx.device)
-                # 2. x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; loss = mean over pixels of (eps - eps_theta)^2
-                x_t = add_noise(model.scheduler, x0, eps[sl].to(ctx.device), t[sl])
-                c = class_labels[sl].to(ctx.device) if class_labels is not None else None
-                pred = predict_noise(unet, x_t, t[sl].to(ctx.device), c)
-                total[sl] += ((pred - eps[sl].to(ctx.device)) ** 2).flatten(1).mean(1).float().cpu()
-        return total / opt.draws
+        with torch.no_grad():  # scoring only
+            model, opt = ctx.model, self.options
+            unet = model.unet.to(ctx.device).eval()
+            T = int(model.scheduler.config.num_train_timesteps)
+            high = min(opt.max_t or T, T)
+            g = ctx.generator(f"membership-{stream}")
+            total = torch.zeros(len(images))
+            class_labels = labels.clamp_min(0) if model.conditional else None
+            for _ in range(opt.draws):
+                # 1. one (t, eps) per image, drawn in a fixed order from a seeded generator: the same for every model
+                t = torch.randint(0, high, (len(images),), generator=g)
+                eps = torch.randn(images.shape, generator=g)
+                for s in range(0, len(images), opt.batch_size):
+                    sl = slice(s, s + opt.batch_size)
+                    x0 = images[sl].to(ctx.device)
+                    # 2. x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; loss = mean over pixels of (eps - eps_theta)^2
+                    x_t = add_noise(model.scheduler, x0, eps[sl].to(ctx.device), t[sl])
+                    c = class_labels[sl].to(ctx.device) if class_labels is not None else None
+                    pred = predict_noise(unet, x_t, t[sl].to(ctx.device), c)
+                    total[sl] += ((pred - eps[sl].to(ctx.device)) ** 2).flatten(1).mean(1).float().cpu()
+            return total / opt.draws
 
     def compute(self, ctx: Any) -> dict[str, Any]:
         sets = self._sets(ctx)

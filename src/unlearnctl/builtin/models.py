@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unlearnctl import DiffusionModel, ModelNotAvailableError, ModelPreset, Options, hookimpl, load_model_folder
+from unlearnctl import ModelNotAvailableError, ModelPreset, Options, hookimpl
+
+if TYPE_CHECKING:
+    from unlearnctl import DiffusionModel
 
 
 def asset_folder(name: str) -> Path:
@@ -31,6 +35,8 @@ class DdpmDigits(ModelPreset):
         pass
 
     def load(self) -> DiffusionModel:
+        from unlearnctl import load_model_folder
+
         folder = asset_folder(self.name)
         if not (folder / "diffusion_pytorch_model.safetensors").is_file():
             raise ModelNotAvailableError(

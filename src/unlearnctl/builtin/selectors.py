@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import Field, field_validator
 
-from unlearnctl import ImageSet, Options, Selector, UsageError, hookimpl
+from unlearnctl import Options, Selector, UsageError, hookimpl
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet
 
 
 def _split_list(text: str) -> list[str]:
@@ -159,6 +161,8 @@ class Random(Selector):
         return {"fraction": head.strip(), **super().parse_argument(rest)}
 
     def select(self, data: ImageSet) -> set[str]:
+        import torch
+
         ids = sorted(data.ids)  # independent of the dataset's item order
         count = round(self.options.fraction * len(ids))
         if count == 0:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
+from .common import OneLineErrorsGroup
 
 #: command modules in the order their commands appear in ``--help``
 COMMAND_MODULES: tuple[str, ...] = (
@@ -18,11 +18,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "judge_cmd",
     "compare_cmd",
     "replay_cmd",
+    "verify_cmd",
     "plugins_cmd",
 )
 
 app = typer.Typer(
     name="unlearnctl",
+    cls=OneLineErrorsGroup,
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="rich",
@@ -33,6 +35,8 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
+        from .. import __version__
+
         typer.echo(f"unlearnctl {__version__}")
         raise typer.Exit()
 
@@ -46,8 +50,9 @@ def _main(
 ) -> None:
     """Remove the influence of chosen training data from a trained diffusion model (EraseDiff and baselines).
 
-    Exit codes: 0 success, 2 bad input (one line on stderr), 130 interrupted. UNLEARNCTL_DEBUG=1 shows
-    tracebacks; UNLEARNCTL_DISABLE_PLUGINS=a,b skips plugins by name.
+    Exit codes (docs/errors.md): 0 success, 1 environmental failure (disk full, permissions, memory),
+    2 bad input, 130/143/129 interrupted (Ctrl-C/SIGTERM/SIGHUP); each failure is one line on stderr.
+    UNLEARNCTL_DEBUG=1 shows tracebacks; UNLEARNCTL_DISABLE_PLUGINS=a,b skips plugins by name.
     """
 
 

@@ -9,7 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import JsonFlag, console, handle_errors, load_registry, print_json, print_warning
+from .common import console, handle_errors, load_registry, print_json, print_warning
+from .options import JsonFlag
+from .verify_cmd import NoVerifyFlag
 
 DEFAULT_PLOT = Path("compare.png")
 
@@ -85,6 +87,7 @@ def register(app: typer.Typer) -> None:
         ] = DEFAULT_PLOT,
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing plot file.")] = False,
+        no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
         """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps) and a

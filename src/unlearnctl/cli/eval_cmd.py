@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,8 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import (
-    DataOptions,
-    JsonFlag,
+    command_line,
     console,
     err_console,
     handle_errors,
@@ -21,6 +19,17 @@ from .common import (
     print_json,
     print_warning,
 )
+from .options import (
+    DataDirOption,
+    DataOptions,
+    DeviceOption,
+    EvalFolderOption,
+    JsonFlag,
+    SeedOption,
+    set_option,
+    threads_option,
+)
+from .verify_cmd import NoVerifyFlag
 
 #: must equal ``unlearnctl.contexts.evaluation.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
 DEFAULT_SAMPLES_PER_CLASS = 50
@@ -154,6 +163,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     @handle_errors
     def eval_command(
+        ctx: typer.Context,
         target: Annotated[
             str,
             typer.Argument(
@@ -202,15 +212,7 @@ def register(app: typer.Typer) -> None:
                 "--dataset", help="Dataset of real images (default: the run's, or the model's).", show_default=False
             ),
         ] = None,
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--data-dir",
-                help="Folder of the dataset's files (default: the run's recorded one, else $UNLEARNCTL_DATA_DIR "
-                "or the platform's data folder).",
-                show_default=False,
-            ),
-        ] = None,
+        data_dir: DataDirOption = None,
         data_options: DataOptions = None,
         judge: Annotated[
             Path | None,
@@ -220,35 +222,15 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", help="Sampler steps.")] = 50,
         guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance w.")] = 2.0,
         eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0 deterministic, 1 ancestral-like).")] = 0.0,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw (same for both models).")] = 0,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-        threads: Annotated[
-            int | None,
-            typer.Option(
-                "--threads",
-                help="CPU threads for torch (default: torch's, i.e. OMP_NUM_THREADS or the core count); "
-                "1 is fastest when other jobs share the cores.",
-                show_default=False,
-            ),
-        ] = None,
+        seed: SeedOption = 0,
+        device: DeviceOption = "auto",
+        threads: Annotated[int | None, threads_option("torch's: OMP_NUM_THREADS or the core count")] = None,
         sets: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set",
-                help="Metric option METRIC.KEY=VALUE, e.g. fidelity.kid_subsets=50 (repeatable).",
-                show_default=False,
-            ),
+            list[str] | None, set_option("Metric option METRIC.KEY=VALUE, e.g. fidelity.kid_subsets=50")
         ] = None,
-        out: Annotated[
-            Path | None,
-            typer.Option(
-                "--out",
-                help="Folder for metrics.json and grids (default: the run folder; a bare model "
-                "writes nothing unless --out is given).",
-                show_default=False,
-            ),
-        ] = None,
+        out: EvalFolderOption = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing metrics.json.")] = False,
+        no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
         """Forgetting and utility metrics of a model and its reference, side by side, under one protocol.
@@ -257,6 +239,7 @@ def register(app: typer.Typer) -> None:
         grids (samples/eval-*.png) into the run folder.
         """
         from ..commands.eval import EvalRequest, evaluate
+        from .progress import attach_progress
 
         if sampler not in ("ddim", "ddpm"):
             from ..errors import UsageError
@@ -283,11 +266,10 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             out=out,
             overwrite=overwrite,
-            command=sys.argv[1:],
+            command=command_line(ctx),
         )
-        status_console = err_console if json_output else console
-        with status_console.status("evaluating") as status:
-            result = evaluate(request, registry, progress=lambda m: status.update(f"evaluating: {escape(m)}"))
+        with attach_progress(registry, err_console if json_output else console):
+            result = evaluate(request, registry)
         print_data_warnings((result.payload["protocol"].get("dataset") or {}).get("warnings"))
         for note in result.notes:
             print_warning(note)

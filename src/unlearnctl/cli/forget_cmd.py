@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .common import (
+from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
+from .options import (
     DataDirOption,
     DataOptions,
+    DeviceOption,
     JsonFlag,
-    console,
-    err_console,
-    handle_errors,
-    load_registry,
-    print_data_warnings,
-    print_json,
+    ModelOption,
+    SeedOption,
+    config_option,
+    run_out_option,
+    set_option,
+    threads_option,
 )
+from .verify_cmd import NoVerifyFlag
 
 
 def _summary_rows(result: Any) -> list[tuple[str, str]]:
@@ -55,29 +57,14 @@ def run_json(result: Any) -> dict[str, Any]:
     return {"run_dir": str(result.run_dir), "manifest": result.manifest.model_dump(mode="json")}
 
 
-def command_line(name: str, given: list[tuple[str, Any]]) -> list[str]:
-    """The command line for the manifest: ``sys.argv`` when this process is that command, else rebuilt
-    from the parsed values (e.g. under typer's test runner)."""
-    if len(sys.argv) > 1 and sys.argv[1] == name:
-        return sys.argv[1:]
-    out = [name]
-    for flag, value in given:
-        if value is None or value is False:
-            continue
-        for v in value if isinstance(value, list) else [value]:
-            out.extend([flag] if v is True else ([flag, str(v)] if flag else [str(v)]))
-    return out
-
-
 def register(app: typer.Typer) -> None:
     """Add ``forget`` to the ``unlearnctl`` app."""
 
     @app.command("forget")
     @handle_errors
     def forget_command(
-        model: Annotated[
-            str, typer.Option("--model", "-m", help="Registered model name, diffusers folder, or run folder.")
-        ] = "ddpm-digits",
+        ctx: typer.Context,
+        model: ModelOption = "ddpm-digits",
         dataset: Annotated[
             str | None, typer.Option("--dataset", "-d", help="Dataset (default: the one the model was trained on).")
         ] = None,
@@ -93,32 +80,23 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option("--method", help="Unlearning method (`unlearnctl list methods`).")] = (
             "erasediff"
         ),
-        sets: Annotated[
-            list[str] | None,
-            typer.Option("--set", "-s", help="Method option key=value (`unlearnctl show method NAME`); repeatable."),
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="Method options from a .toml/.yaml/.json file.")
-        ] = None,
-        out: Annotated[
-            Path | None,
-            typer.Option("--out", "-o", help="Run folder to create [default: runs/<UTC time>-<method>-<model>/]."),
-        ] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw.")] = 0,
+        sets: Annotated[list[str] | None, set_option("Method option KEY=VALUE (`unlearnctl show method NAME`)")] = None,
+        config: Annotated[Path | None, config_option("Method options")] = None,
+        out: Annotated[Path | None, run_out_option("runs/<UTC time>-<method>-<model>/")] = None,
+        seed: SeedOption = 0,
         steps: Annotated[int | None, typer.Option("--steps", help="Override the method's number of steps.")] = None,
-        device: Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")] = (
-            "auto"
-        ),
+        device: DeviceOption = "auto",
         precision: Annotated[
             str, typer.Option("--precision", help="fp32, or bf16/fp16 autocast on cuda/mps.")
         ] = "fp32",
         grid_per_class: Annotated[
-            int, typer.Option("--grid-per-class", min=0, help="Images per class in the before/after grids (0: none).")
+            int,
+            typer.Option(
+                "--grid-per-class", min=0, help="Images per class in the before/after grids (0: none; at most 64)."
+            ),
         ] = 8,
-        threads: Annotated[
-            int | None,
-            typer.Option("--threads", min=1, help="torch CPU threads [default: 1 on cpu, torch's default on a GPU]."),
-        ] = None,
+        threads: Annotated[int | None, threads_option("1 on cpu, torch's default on a GPU")] = None,
+        no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
         """Unlearn a forget set from a diffusion model; write a run folder (model/, samples/, log.jsonl, manifest.json).
@@ -146,28 +124,7 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             grid_per_class=grid_per_class,
             threads=threads,
-            command=command_line(
-                "forget",
-                [
-                    ("--model", model),
-                    ("--dataset", dataset),
-                    ("--data-dir", data_dir),
-                    ("--data-option", data_options),
-                    ("--classes", classes),
-                    ("--forget", forget),
-                    ("--method", method),
-                    ("--set", sets),
-                    ("--config", config),
-                    ("--out", out),
-                    ("--seed", seed),
-                    ("--steps", steps),
-                    ("--device", device),
-                    ("--precision", precision),
-                    ("--grid-per-class", grid_per_class),
-                    ("--threads", threads),
-                    ("--json", json_output),
-                ],
-            ),
+            command=command_line(ctx),
         )
         prepared = prepare_forget(request, registry)  # every check; nothing written yet
         print_data_warnings(prepared.dataset.warnings)

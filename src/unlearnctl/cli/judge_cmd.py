@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import DataOptions, JsonFlag, console, handle_errors, load_registry, print_json
+from .common import console, err_console, handle_errors, load_registry, print_data_warnings, print_json
+from .options import DataDirOption, DataOptions, DeviceOption, JsonFlag, NewFolderOption, SeedOption
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def train_judge_command(
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Labelled dataset to train on.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Judge folder to create (must not exist).")],
+        out: NewFolderOption,
         arch: Annotated[
             str,
             typer.Option(
@@ -39,13 +39,9 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and every random draw.")] = 0,
-        device: Annotated[
-            str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")
-        ] = "auto",
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Folder of the dataset's files (datasets that need one).")
-        ] = None,
+        seed: SeedOption = 0,
+        device: DeviceOption = "auto",
+        data_dir: DataDirOption = None,
         data_options: DataOptions = None,
         json_output: JsonFlag = False,
     ) -> None:
@@ -54,31 +50,18 @@ def register(app: typer.Typer) -> None:
         Writes judge.safetensors and judge.json (no pickle). Pass the folder to `eval --judge DIR`.
         Example: unlearnctl train-judge --dataset digits --out judges/digits
         """
-        from types import SimpleNamespace
-
         from ..commands.train_judge import run_train_judge
         from ..inputs import dataset_options
         from ..runtime import resolve_device
-        from .common import err_console, print_data_warnings
-        from .progress import RichProgress
+        from .progress import attach_progress
 
         registry = load_registry()
         options = dataset_options(dataset, data_options, registry=registry) if data_options else None
         torch_device = resolve_device(device)
-        bar = RichProgress(err_console if json_output else console)
-        run = SimpleNamespace(description=f"train-judge {dataset}", total_steps=None)
-
-        def on_step(step: int, total: int, values: dict[str, float]) -> None:
-            run.total_steps = total
-            bar.step_logged(run=run, step=step, values=values)
-
-        try:
+        with attach_progress(registry, err_console if json_output else console):
             result = run_train_judge(dataset, out, arch=arch, epochs=epochs, batch_size=batch_size, flip=flip,
                                      seed=seed, device=torch_device, data_dir=data_dir, data_options=options,
-                                     registry=registry, on_step=on_step,
-                                     on_data_warning=lambda m: print_data_warnings([m]))  # fmt: skip
-        finally:
-            bar.stop()
+                                     registry=registry, on_data_warning=lambda m: print_data_warnings([m]))  # fmt: skip
         if json_output:
             print_json({"out": str(out), **result.info})
             return

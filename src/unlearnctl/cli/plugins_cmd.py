@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..components import KINDS
-from ..config import options_table
+from ..kinds import KINDS
 from ..plugins import DISABLE_ENV, PluginFailure, disabled_plugin_names
-from ..registry import ComponentInfo, normalize_kind
-from .common import DEBUG_ENV, JsonFlag, console, debug_enabled, err_console, handle_errors, load_registry, print_json
+from .common import DEBUG_ENV, console, debug_enabled, err_console, handle_errors, load_registry, print_json
+from .options import JsonFlag
+
+if TYPE_CHECKING:
+    from ..registry import ComponentInfo
 
 KIND_HELP = "One of: " + ", ".join(f"{k}s" for k in KINDS) + " (singular accepted)."
 
@@ -75,12 +77,18 @@ def component_summary(info: ComponentInfo) -> dict[str, Any]:
 
 
 def component_details(info: ComponentInfo) -> dict[str, Any]:
+    from ..components import Method, Metric, ModelPreset  # pydantic: not for --help (docs/performance.md)
+    from ..config import options_table
+
     details = component_summary(info)
     details["doc"] = _doc_body(info.cls)
-    if info.kind == "method":
-        details["conditional_only"] = bool(getattr(info.cls, "conditional_only", False))
-    if info.kind == "model":
-        details["default_dataset"] = getattr(info.cls, "default_dataset", None)
+    cls = info.cls
+    if issubclass(cls, Method):
+        details["conditional_only"] = cls.conditional_only
+    if issubclass(cls, ModelPreset):
+        details["default_dataset"] = cls.default_dataset
+    if issubclass(cls, Metric):
+        details["default"] = cls.default
     details["options"] = options_table(info.cls)
     return details
 
@@ -176,6 +184,8 @@ def plugins(json_output: JsonFlag = False) -> None:
 @handle_errors
 def list_components(kind: KindArg, json_output: JsonFlag = False) -> None:
     """Components of one kind: name, description, provider."""
+    from ..registry import normalize_kind
+
     k = normalize_kind(kind)
     registry = load_registry()
     infos = registry.all(k)
@@ -197,6 +207,8 @@ def list_components(kind: KindArg, json_output: JsonFlag = False) -> None:
 @handle_errors
 def show(kind: KindArg, name: NameArg, json_output: JsonFlag = False) -> None:
     """One component: description, provider and its options (type, default, help)."""
+    from ..registry import normalize_kind
+
     k = normalize_kind(kind)
     info = load_registry().get(k, name)
     details = component_details(info)

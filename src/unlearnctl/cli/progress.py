@@ -1,9 +1,12 @@
 """A rich progress bar driven by the lifecycle hooks (the core never imports rich).
 
-The CLI registers a :class:`RichProgress` on the plugin manager around a long command::
+The CLI registers a :class:`RichProgress` on the plugin manager around a command that runs something::
 
     with attach_progress(registry, console):
-        run_forget(...)          # the runner calls registry.hook.step_logged(run=..., step=..., values=...)
+        run_forget(...)          # the run calls Lifecycle.step_logged(run=..., step=..., values=...)
+
+It is a hook implementation like any tracker's: it only reads the documented
+:class:`~unlearnctl.RunInfo` attributes (``description``, ``total_steps``).
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ class RichProgress:
 
     @hookimpl
     def step_logged(self, run: Any, step: int, values: dict[str, float]) -> None:
-        self.progress.update(self._task(run), completed=step, values=format_values(values))
+        # total_steps may become known only once the run has started (train-judge)
+        total = getattr(run, "total_steps", None)
+        self.progress.update(self._task(run), total=total, completed=step, values=format_values(values))
 
     @hookimpl
     def run_finished(self, run: Any, result: Any) -> None:

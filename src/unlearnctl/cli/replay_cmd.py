@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import (
-    JsonFlag,
+    command_line,
     console,
     err_console,
     handle_errors,
@@ -17,6 +17,8 @@ from .common import (
     print_json,
     print_warning,
 )
+from .options import DataDirOption, JsonFlag, RecordedDeviceOption, run_out_option
+from .verify_cmd import NoVerifyFlag
 
 
 def register(app: typer.Typer) -> None:
@@ -25,48 +27,35 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     @handle_errors
     def replay_command(
+        ctx: typer.Context,
         manifest: Annotated[Path, typer.Argument(help="RUN/manifest.json (or the run folder).")],
         verify: Annotated[
             bool, typer.Option("--verify", help="Require the output weights' sha256 to match the recorded one.")
         ] = False,
-        out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="Run folder to create [default: runs/<UTC time>-replay-...].")
-        ] = None,
-        device: Annotated[
-            str | None, typer.Option("--device", help="Device to rerun on [default: the recorded device].")
-        ] = None,
-        data_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--data-dir",
-                help="Folder of the dataset's files (default: the recorded one); its fingerprint must still match.",
-                show_default=False,
-            ),
-        ] = None,
+        out: Annotated[Path | None, run_out_option("runs/<UTC time>-replay-<method>-<model>/")] = None,
+        device: RecordedDeviceOption = None,
+        data_dir: DataDirOption = None,
+        no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
         """Rerun a `forget` run from its manifest: same inputs (checked by hash), options and seed.
 
-        With --verify the new output weights must hash to the recorded sha256 (bit-identical on CPU).
+        With --verify the new output weights must hash to the recorded sha256 (bit-identical on CPU). The dataset
+        read from --data-dir must still have the recorded fingerprint.
         """
         from ..commands.replay import prepare_replay, run_replay
-        from .forget_cmd import command_line, print_run_summary, run_json
+        from .forget_cmd import print_run_summary, run_json
         from .progress import attach_progress
 
         registry = load_registry()
-        command = command_line(
-            "replay",
-            [
-                ("", manifest),
-                ("--verify", verify),
-                ("--out", out),
-                ("--device", device),
-                ("--data-dir", data_dir),
-                ("--json", json_output),
-            ],
-        )
         prepared = prepare_replay(
-            manifest, out=out, device=device, verify=verify, registry=registry, command=command, data_dir=data_dir
+            manifest,
+            out=out,
+            device=device,
+            verify=verify,
+            registry=registry,
+            command=command_line(ctx),
+            data_dir=data_dir,
         )
         print_data_warnings(prepared.prepared.dataset.warnings)
         for warning in prepared.warnings:

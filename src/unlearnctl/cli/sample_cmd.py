@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Annotated
 
 import typer
 
-from .common import JsonFlag, console, handle_errors, load_registry, print_json
+from .common import console, handle_errors, load_registry
+from .options import DeviceOption, JsonFlag, ModelOption, SampleFolderOption, SeedOption
+from .verify_cmd import NoVerifyFlag
 
 
 def register(app: typer.Typer) -> None:
@@ -16,23 +18,20 @@ def register(app: typer.Typer) -> None:
     @app.command("sample")
     @handle_errors
     def sample_command(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (must not exist, or be empty).")],
-        model: Annotated[
-            str, typer.Option("--model", "-m", help="Registered model name, diffusers folder, or run folder.")
-        ] = "ddpm-digits",
+        out: SampleFolderOption,
+        model: ModelOption = "ddpm-digits",
         class_: Annotated[
             str | None,
-            typer.Option("--class", "-c", help="Class id or name [default: every class evenly, one grid row each]."),
+            typer.Option("--class", "-c", help="Class id or name (default: every class evenly, one grid row each)."),
         ] = None,
         num: Annotated[int, typer.Option("--num", "-n", help="Number of images.")] = 64,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the initial noise (same seed, same images).")] = 0,
+        seed: SeedOption = 0,
         sampler: Annotated[str, typer.Option("--sampler", help="ddim or ddpm.")] = "ddim",
         steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 50,
         guidance: Annotated[float, typer.Option("--guidance", "-w", help="Classifier-free guidance w (0: off).")] = 2.0,
         eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0: deterministic).")] = 0.0,
-        device: Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")] = (
-            "auto"
-        ),
+        device: DeviceOption = "auto",
+        no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
         """Generate images from a model: one PNG per image, grid.png and samples.json in --out.
@@ -41,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """
         from pydantic import ValidationError
 
-        from ..commands.sample import check_out_folder, sample_to_folder
+        from ..commands.sample import Streamed, check_out_folder, sample_to_folder, write_json_object
         from ..errors import UsageError
         from ..inputs import load_model
         from ..runtime import resolve_device
@@ -56,11 +55,17 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--num must be >= 1, got {num}")
         check_out_folder(out)
         resolved = resolve_device(device)
-        loaded = load_model(model, load_registry())
+        registry = load_registry()
+        loaded = load_model(model, registry)
         class_id = resolve_model_class(loaded, class_) if class_ is not None else None
-        result = sample_to_folder(loaded, out, num, class_id, options, seed, resolved, model_spec=model)
-        if json_output:
-            print_json({"out": str(result.out), "files": [str(p) for p in result.files], "seconds": result.seconds})
+        result = sample_to_folder(
+            loaded, out, num, class_id, options, seed, resolved, model_spec=model, registry=registry
+        )
+        if json_output:  # written path by path: a large --num is never one string in memory
+            files = Streamed(str(p) for p in result.files)
+            payload = {"out": str(result.out), "files": files, "seconds": result.seconds}
+            write_json_object(sys.stdout.write, payload, ensure_ascii=False, default=str)
+            sys.stdout.write("\n")
             return
         what = f"class {class_}" if class_ is not None else ("every class" if loaded.conditional else "unconditional")
         console.print(

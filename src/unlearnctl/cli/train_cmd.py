@@ -8,15 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import (
+from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
+from .options import (
+    DataDirOption,
     DataOptions,
+    DeviceOption,
     JsonFlag,
-    console,
-    err_console,
-    handle_errors,
-    load_registry,
-    print_data_warnings,
-    print_json,
+    SeedOption,
+    config_option,
+    run_out_option,
+    set_option,
 )
 
 
@@ -26,13 +27,11 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @handle_errors
     def train_command(
+        ctx: typer.Context,
         dataset: Annotated[
             str, typer.Option("--dataset", "-d", help="Dataset to train on (`unlearnctl list datasets`).")
         ],
-        out: Annotated[
-            Path | None,
-            typer.Option("--out", "-o", help="Run folder to create [default: runs/<UTC time>-train-<dataset>/]."),
-        ] = None,
+        out: Annotated[Path | None, run_out_option("runs/<UTC time>-train-<dataset>/")] = None,
         classes: Annotated[
             str | None,
             typer.Option("--classes", "-c", help="Leave these classes out, e.g. 2,5 (the retrain gold standard)."),
@@ -42,20 +41,11 @@ def register(app: typer.Typer) -> None:
             typer.Option("--forget", "-f", help="SELECTOR:ARGS to leave out of training; repeatable (union)."),
         ] = None,
         steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps (the `steps` option).")] = None,
-        sets: Annotated[
-            list[str] | None,
-            typer.Option("--set", "-s", help="Training option key=value (see docs/digits.md); repeatable."),
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option("--config", help="Training options from a .toml/.yaml/.json file.")
-        ] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights and every random draw.")] = 0,
-        device: Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps.")] = (
-            "auto"
-        ),
-        data_dir: Annotated[
-            Path | None, typer.Option("--data-dir", help="Folder of the dataset's files (datasets that need one).")
-        ] = None,
+        sets: Annotated[list[str] | None, set_option("Training option KEY=VALUE (see docs/digits.md)")] = None,
+        config: Annotated[Path | None, config_option("Training options")] = None,
+        seed: SeedOption = 0,
+        device: DeviceOption = "auto",
+        data_dir: DataDirOption = None,
         data_options: DataOptions = None,
         json_output: JsonFlag = False,
     ) -> None:
@@ -65,7 +55,6 @@ def register(app: typer.Typer) -> None:
         unlearnctl train --dataset digits --out runs/digits --steps 6000
         """
         from ..commands.train import TrainRequest, run_train
-        from .forget_cmd import command_line
         from .progress import attach_progress
 
         registry = load_registry()
@@ -82,23 +71,7 @@ def register(app: typer.Typer) -> None:
             data_dir=data_dir,
             data_options=list(data_options or []),
             on_data_warning=print_data_warnings,
-            command=command_line(
-                "train",
-                [
-                    ("--dataset", dataset),
-                    ("--out", out),
-                    ("--classes", classes),
-                    ("--forget", forget),
-                    ("--steps", steps),
-                    ("--set", sets),
-                    ("--config", config),
-                    ("--seed", seed),
-                    ("--device", device),
-                    ("--data-dir", data_dir),
-                    ("--data-option", data_options),
-                    ("--json", json_output),
-                ],
-            ),
+            command=command_line(ctx),
         )
         with attach_progress(registry, err_console if json_output else console):
             result = run_train(request, registry)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..integrity import check_run
 from ..manifest import Manifest, read_manifest
 from ..results import read_metrics
 from ..rundir import atomic_write_bytes, check_new_file
@@ -97,6 +98,7 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
         if not run.is_dir():
             raise UsageError(f"'{run}' is not a run folder")
         manifest = read_manifest(run)
+        check_run(run)  # its files (metrics.json too, once eval records it) must match their records
         metrics = read_metrics(run)
         proto = metrics.get("protocol", {})
         extractor_kind = (proto.get("feature_extractor") or {}).get("kind")

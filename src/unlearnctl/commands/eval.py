@@ -27,7 +27,6 @@ from ..contexts.evaluation import (
 )
 from ..diffusion import Sampler
 from ..errors import UsageError
-from ..grids import side_by_side_png
 from ..inputs import base_model_spec, parse_data_options, resolve_data_dir
 from ..inputs import dataset_options as resolve_dataset_options
 from ..judge.classifier import load_judge
@@ -35,12 +34,9 @@ from ..lifecycle import Lifecycle, RunInfo
 from ..models.folder import DiffusionModel
 from ..registry import get_registry
 from ..results import jsonable, metric_deltas
-from ..rundir import MANIFEST_FILE, METRICS_FILE, SAMPLES_DIR, atomic_write_text, check_new_file
+from ..rundir import MANIFEST_FILE, METRICS_FILE, SAMPLES_DIR, atomic_write_text, check_new_file, record_files
 from ..runtime import resolve_device, torch_threads
-from .eval_record import EvalModel, metrics_payload, open_eval_model
-
-#: images per class shown in the before/after grids
-GRID_PER_CLASS = 8
+from .eval_record import EvalModel, metrics_payload, open_eval_model, write_eval_grids
 
 
 def default_metrics(registry: Any) -> list[str]:
@@ -259,6 +255,7 @@ def eval_dataset(req: EvalRequest, subject: EvalModel, registry: Any, given_data
     recorded folder."""
     manifest = subject.manifest
     data_dir = None
+    name: str | None
     if manifest is not None:
         name = req.dataset or manifest.dataset.name
         options = dict(manifest.dataset.options) if name == manifest.dataset.name else {}
@@ -395,6 +392,8 @@ def run_eval(prepared: PreparedEval) -> EvalResult:
         payload["wall_time_s"] = round(time.perf_counter() - start, 3)
         metrics_path = p.out_dir / METRICS_FILE
         atomic_write_text(metrics_path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        if (p.out_dir / MANIFEST_FILE).is_file():  # a run folder: `unlearnctl verify` covers what eval added
+            record_files(p.out_dir, [metrics_path, *grids.values()])
     result = EvalResult(payload, metrics_path, grids, p.notes)
     hook.run_finished(run=run, result=result)
     return result
@@ -430,34 +429,3 @@ def evaluate(request: EvalRequest, registry: Any = None) -> EvalResult:
 
     with torch_threads(request.threads):
         return run_eval(prepare_eval(request, registry))
-
-
-def write_eval_grids(contexts: dict[str, EvalContext], shared: EvalShared, folder: Path) -> dict[str, Path]:
-    """``samples/eval-forgotten.png`` and ``eval-kept.png`` (reference left, model right; same noise).
-
-    Rows are classes, columns the first :data:`GRID_PER_CLASS` evaluation samples of each class.
-    Unconditional models get ``eval-unconditional.png``. Only samples already generated are shown.
-    """
-    order = [r for r in ("reference", "model") if r in contexts]
-    titles = ["base (reference)", "unlearned"] if len(order) == 2 else ["model"]
-    files: dict[str, Path] = {}
-    model = contexts["model"]
-    if not model.conditional:
-        if None in model.sampled():
-            panels = [contexts[r].sampled()[None][: GRID_PER_CLASS * GRID_PER_CLASS] for r in order]
-            path = folder / "eval-unconditional.png"
-            side_by_side_png(panels, GRID_PER_CLASS, path, titles)
-            files["eval-unconditional"] = path
-        return files
-    for group, classes in (("forgotten", shared.forget_classes), ("kept", shared.kept_classes)):
-        present = [c for c in classes if all(c in contexts[r].sampled() for r in order)]
-        if not present:
-            continue
-        panels = [torch.cat([contexts[r].sampled()[c][:GRID_PER_CLASS] for c in present]) for r in order]
-        n = min(GRID_PER_CLASS, len(contexts["model"].sampled()[present[0]]))
-        path = folder / f"eval-{group}.png"
-        side_by_side_png(
-            panels, n, path, [f"{t}: {group} classes {list(present)}" if k == 0 else t for k, t in enumerate(titles)]
-        )
-        files[f"eval-{group}"] = path
-    return files

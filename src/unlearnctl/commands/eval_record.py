@@ -1,4 +1,4 @@
-"""What ``unlearnctl eval`` records: the models it evaluates and the ``metrics.json`` payload.
+"""What ``unlearnctl eval`` records: the models it evaluates, the ``metrics.json`` payload and the grids.
 
 The file format is described in ``docs/eval.md``; :mod:`unlearnctl.results` reads it back.
 """
@@ -7,15 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from ..contexts.evaluation import EvalContext, EvalShared
+from ..grids import side_by_side_png
 from ..inputs import ResolvedModel, open_model
 from ..manifest import Manifest
 from ..models.folder import DiffusionModel, state_sha256
 from ..results import METRICS_SCHEMA_VERSION
+
+#: images per class shown in the before/after grids
+GRID_PER_CLASS = 8
 
 
 @dataclass
@@ -46,6 +51,7 @@ class EvalModel:
 def open_eval_model(spec: str, registry: Any) -> EvalModel:
     """Load what ``spec`` names (:func:`unlearnctl.inputs.open_model`) and identify its weights."""
     resolved = open_model(spec, registry)
+    weights: str  # the manifest's "ema"/"raw", or "unknown" for a folder that does not say
     if resolved.manifest is not None:
         weights = resolved.manifest.weights.saved_weights
     else:
@@ -160,3 +166,34 @@ def judge_record(shared: EvalShared) -> dict[str, Any] | None:
         "test_accuracy": info.get("test_accuracy"),
         "dataset": info.get("dataset"),
     }
+
+
+def write_eval_grids(contexts: dict[str, EvalContext], shared: EvalShared, folder: Path) -> dict[str, Path]:
+    """``samples/eval-forgotten.png`` and ``eval-kept.png`` (reference left, model right; same noise).
+
+    Rows are classes, columns the first :data:`GRID_PER_CLASS` evaluation samples of each class.
+    Unconditional models get ``eval-unconditional.png``. Only samples already generated are shown.
+    """
+    order = [r for r in ("reference", "model") if r in contexts]
+    titles = ["base (reference)", "unlearned"] if len(order) == 2 else ["model"]
+    files: dict[str, Path] = {}
+    model = contexts["model"]
+    if not model.conditional:
+        if None in model.sampled():
+            panels = [contexts[r].sampled()[None][: GRID_PER_CLASS * GRID_PER_CLASS] for r in order]
+            path = folder / "eval-unconditional.png"
+            side_by_side_png(panels, GRID_PER_CLASS, path, titles)
+            files["eval-unconditional"] = path
+        return files
+    for group, classes in (("forgotten", shared.forget_classes), ("kept", shared.kept_classes)):
+        present = [c for c in classes if all(c in contexts[r].sampled() for r in order)]
+        if not present:
+            continue
+        panels = [torch.cat([contexts[r].sampled()[c][:GRID_PER_CLASS] for c in present]) for r in order]
+        n = min(GRID_PER_CLASS, len(contexts["model"].sampled()[present[0]]))
+        path = folder / f"eval-{group}.png"
+        side_by_side_png(
+            panels, n, path, [f"{t}: {group} classes {list(present)}" if k == 0 else t for k, t in enumerate(titles)]
+        )
+        files[f"eval-{group}"] = path
+    return files

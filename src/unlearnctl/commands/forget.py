@@ -53,7 +53,17 @@ from ..manifest import (
 from ..models.folder import DiffusionModel, folder_sha256, state_sha256
 from ..provenance import with_current_provider
 from ..registry import get_registry
-from ..rundir import LOG_FILE, MODEL_DIR, SAMPLES_DIR, atomic_run_dir, check_new_folder, default_run_dir
+from ..rundir import (
+    LOG_FILE,
+    MANIFEST_FILE,
+    MODEL_DIR,
+    SAMPLES_DIR,
+    atomic_run_dir,
+    check_new_folder,
+    default_run_dir,
+    hash_run_files,
+    record_files,
+)
 from ..runtime import (
     STREAMS,
     Precision,
@@ -72,6 +82,8 @@ DEFAULT_METHOD = "erasediff"
 GRID_KEPT_CLASSES = 3
 #: the sampler of the before/after grids: the tool's defaults (``sampling.SampleOptions``)
 GRID_SAMPLER = SampleOptions()
+#: the most images per class a before/after grid shows (``--grid-per-class``; docs/errors.md)
+MAX_GRID_PER_CLASS = 64
 
 # --- forget: requests, preparation, execution ----------------------------------------------------
 
@@ -181,6 +193,11 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
         raise UsageError(f"--steps must be >= 1, got {req.steps}")
     if req.threads is not None and req.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {req.threads}")
+    if not 0 <= req.grid_per_class <= MAX_GRID_PER_CLASS:
+        raise UsageError(
+            f"--grid-per-class must be 0..{MAX_GRID_PER_CLASS} (images per class in each sample grid), "
+            f"got {req.grid_per_class}"
+        )
     # 2. the method and its options: defaults < --config FILE < --set < --steps (replay: as recorded)
     if rec is not None:
         method = resolve_method(registry, req.method, rec.method_options, None, None)
@@ -285,8 +302,13 @@ def _write_grids(
     if n <= 0:
         return {}
     o = GRID_SAMPLER
-    settings = {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "eta": o.eta}
-    settings.update(clip_sample=o.clip_sample, batch_size=o.batch_size, device=device)
+
+    def draw(num: int, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        return sample(
+            model, num, labels, generator=generator, sampler=o.sampler, steps=o.steps, guidance=o.guidance,
+            eta=o.eta, clip_sample=o.clip_sample, batch_size=o.batch_size, device=device,
+        )  # fmt: skip
+
     files: dict[str, str] = {}
     forgotten, kept = classes
     groups = {"forgotten": forgotten, "kept": kept} if model.conditional else {"samples": []}
@@ -297,11 +319,11 @@ def _write_grids(
         name = f"{group}-{phase}.png"
         if model.conditional:
             labels = torch.tensor([c for c in group_classes for _ in range(n)], dtype=torch.long)
-            images = sample(model, len(labels), labels, generator=generator, **settings)
+            images = draw(len(labels), labels, generator)
             names = [model.class_names[c] if c < len(model.class_names) else str(c) for c in group_classes]
             save_labelled_grid(images, names, folder / name, nrow=n)
         else:
-            images = sample(model, 4 * n, None, generator=generator, **settings)
+            images = draw(4 * n, None, generator)
             save_grid(images, folder / name, nrow=n)
         files[f"{group}-{phase}"] = f"{SAMPLES_DIR}/{name}"
     return files
@@ -410,9 +432,12 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             optimizer_steps=run.optimizer_steps,
             final_losses={k: float(v) for k, v in run.last_values.items() if _is_number(v)},
             replay_of=replay_of,
+            files=hash_run_files(tmp),
             extra=manifest_extra(run.extra),
         )
         manifest.write(tmp)
+        # the manifest's own sha256, so `unlearnctl verify` notices a change to the manifest itself
+        record_files(tmp, [MANIFEST_FILE])
     run.work_dir = p.out  # renamed into place: the folder is whole
     hook.run_finished(run=run, result=manifest)
     return ForgetResult(run_dir=p.out, manifest=manifest)

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.files import rehashing
 from ..errors import UsageError, VerificationError
+from ..inputs import base_model_spec
+from ..integrity import check_run, is_run_folder, run_folder
 from ..manifest import (
     Environment,
     Manifest,
@@ -92,12 +95,17 @@ def prepare_replay(
     recorded folder; its fingerprint must match the recorded one either way.
 
     Raises :class:`VerificationError` when the dataset, the forget set or the input weights differ
-    from what the manifest recorded, and ``UsageError`` when ``verify`` cannot be exact.
+    from what the manifest recorded, :class:`~unlearnctl.errors.RunIntegrityError` when a file of the
+    replayed run folder differs from its record (:func:`unlearnctl.integrity.check_run`; ``--no-verify``
+    skips that), and ``UsageError`` when ``verify`` cannot be exact. With ``verify`` the dataset's files
+    are all hashed again (:func:`unlearnctl.data.files.rehashing`), whatever the hash cache says.
     """
 
     registry = registry if registry is not None else get_registry()
     path = Path(manifest_path)
     original = read_manifest(path)
+    if is_run_folder(run_folder(path)):
+        check_run(path)  # the replayed run's own files must match their records
     if original.kind != "forget" or original.method is None or original.forget is None:
         raise UsageError(f"'{path}' records a '{original.kind}' run; replay reruns `forget` runs only")
     rec_env = original.environment
@@ -109,13 +117,16 @@ def prepare_replay(
         )
     precision = check_precision(rec_env.precision, dev)
     current = collect_environment(device or rec_env.device_requested, dev, precision)
+    # the rerun uses the recorded thread count (below), so that is the one to compare
+    current = current.model_copy(update={"num_threads": rec_env.num_threads})
     warnings = environment_differences(rec_env, current)
     warnings += check_providers(registry, original)  # a missing plugin: one error naming it
     spec = original.weights.model
-    location = None
-    if original.weights.preset is None and original.weights.model_path and not Path(spec).expanduser().is_dir():
-        location = original.weights.model_path  # a relative folder given elsewhere: use the resolved path
+    location = base_model_spec(original)  # the recorded spec, or its resolved folder when that moved
     recorded_dir = original.dataset.data_dir
+    grid_per_class = original.runner.get("grid_per_class", 0)
+    if not isinstance(grid_per_class, int) or isinstance(grid_per_class, bool):
+        raise UsageError(f"manifest '{path}': runner.grid_per_class is {grid_per_class!r}, not a whole number")
     # The same path as `forget`, with every input taken from the manifest's records and checked against them.
     request = ForgetRequest(
         model=spec,
@@ -127,14 +138,14 @@ def prepare_replay(
         seed=original.seed,
         device=device or rec_env.device_requested,
         precision=precision,
-        grid_per_class=int(original.runner.get("grid_per_class", 0)),
+        grid_per_class=grid_per_class,
         threads=rec_env.num_threads,  # CPU sums depend on the thread count: use the recorded one
         command=list(command) if command is not None else list(sys.argv[1:]),
         recorded=Recorded(
             method_options=dict(original.method.options),
             selectors=list(original.forget.selectors),
             input_sha256=original.weights.input_sha256,
-            model_location=location,
+            model_location=location if location != spec else None,
             dataset_fingerprint=original.dataset.fingerprint,
             forget_fingerprint=original.forget.fingerprint,
             forget_size=original.forget.size,
@@ -143,7 +154,8 @@ def prepare_replay(
             ),
         ),
     )
-    prepared = prepare_forget(request, registry)
+    with rehashing(verify):  # --verify trusts no cached data-file hash
+        prepared = prepare_forget(request, registry)
     return PreparedReplay(original, path, prepared, warnings, verify)
 
 
@@ -164,8 +176,9 @@ def run_replay(prepared: PreparedReplay) -> ReplayResult:
             if p.prepared.device.type == "cpu"
             else (f" ({p.prepared.device.type} kernels are not guaranteed to be bit-identical)")
         )
+        new_sha = result.manifest.weights.output_sha256 or ""
         raise VerificationError(
-            f"output weights differ from the recorded run: sha256 {result.manifest.weights.output_sha256[:16]}... "
+            f"output weights differ from the recorded run: sha256 {new_sha[:16]}... "
             f"vs {(p.original.weights.output_sha256 or '')[:16]}...{where}; the new run is in '{result.run_dir}'"
         )
     return ReplayResult(result.run_dir, result.manifest, p.original, p.warnings, verified)

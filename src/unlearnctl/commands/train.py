@@ -30,15 +30,19 @@ from ..manifest import (
     manifest_extra,
 )
 from ..models.folder import DiffusionModel, folder_sha256, state_sha256
+from ..provenance import provenance
 from ..registry import get_registry
 from ..rundir import (
     GRID_FILE,
     LOG_FILE,
+    MANIFEST_FILE,
     MODEL_DIR,
     SAMPLES_DIR,
     atomic_run_dir,
     check_new_folder,
     default_train_dir,
+    hash_run_files,
+    record_files,
     write_log_line,
 )
 from ..runtime import resolve_device
@@ -109,7 +113,7 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
         size=len(data),
         fingerprint=data.fingerprint(),
         options=data_options,
-        provider=dataset_info.provider,
+        **provenance(dataset_info),
         data_dir=str(data_dir) if data_dir is not None else None,
         warnings=data_warnings,
     )
@@ -121,7 +125,9 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
         train_set = split.remain
         forget_record = ForgetSetRecord(
             selectors=[
-                SelectorConfig(name=s.name, provider=s.provider, options=s.options, argument=s.argument)
+                SelectorConfig(
+                    name=s.name, options=s.options, argument=s.argument, **provenance(registry.get("selector", s.name))
+                )
                 for s in selections
             ],
             size=len(split.forget),
@@ -180,8 +186,9 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
             sample_options = SampleOptions()
             n = options.grid_per_class
             if model.conditional:
-                labels = class_labels_for(model, n * model.num_classes)
-                images = generate(model, labels, len(labels), sample_options, req.seed, device)
+                count = n * model.num_classes
+                labels = class_labels_for(model, count)
+                images = generate(model, labels, count, sample_options, req.seed, device)
                 save_labelled_grid(images, model.class_names, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
             else:
 
@@ -221,6 +228,7 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
             optimizer_steps=result.steps,
             final_losses={k: float(v) for k, v in result.last.items() if k != "elapsed"},
             samples=samples,
+            files=hash_run_files(tmp),
             extra={
                 **manifest_extra(run.extra),
                 "train_images": len(train_set),
@@ -228,6 +236,8 @@ def run_train(request: TrainRequest, registry: Any = None) -> TrainRunResult:
             },
         )
         manifest.write(tmp)
+        # the manifest's own sha256, so `unlearnctl verify` notices a change to the manifest itself
+        record_files(tmp, [MANIFEST_FILE])
     run.work_dir = out  # renamed into place: the folder is whole
     model.path = out / MODEL_DIR
     hook.run_finished(run=run, result=manifest)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import torch
 from diffusers.training_utils import EMAModel
@@ -86,6 +87,7 @@ class UnlearnRun(RunInfo):
         self.last_values: dict[str, float] = {}
         self._loss_scale = 2.0**16 if self.precision == "fp16" else 1.0
         self._start = time.perf_counter()
+        self._log_fh: IO[str] | None = None
         self.model.unet.to(self.device).train()
 
     # -- data and randomness ---------------------------------------------------------------------
@@ -193,21 +195,22 @@ class UnlearnRun(RunInfo):
             raise ValueError(f"apply_gradients: {len(grads)} gradients for {len(params)} parameters")
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        if not torch.isfinite(norm):
+        # the norm is read to the host once (one sync on an accelerator) for the check and the return value
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+        if not math.isfinite(norm):
             if self.precision == "fp16":
                 self._loss_scale /= 2.0
                 optimizer.zero_grad(set_to_none=True)
-                return float(norm)
+                return norm
             raise FloatingPointError(
-                f"gradient became {float(norm)} at optimizer step {self.optimizer_steps + 1}: lower the learning rate"
+                f"gradient became {norm} at optimizer step {self.optimizer_steps + 1}: lower the learning rate"
             )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         if self.ema is not None:
             self.ema.step(self.model.unet.parameters())
-        return float(norm)
+        return norm
 
     def backward_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> float:
         """Backward, gradient-norm clip (``clip`` 0: off), optimizer step, EMA update; returns the grad norm."""
@@ -234,8 +237,10 @@ class UnlearnRun(RunInfo):
         line["time"] = round(time.perf_counter() - self._start, 4)
         self.last_values = {k: v for k, v in line.items() if k not in ("step", "time", "lr")}
         if self.work_dir is not None:
-            with open(self.work_dir / LOG_FILE, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(line) + "\n")
+            if self._log_fh is None:  # opened once, kept open (flushed per line, closed by finish)
+                self._log_fh = open(self.work_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+            self._log_fh.write(json.dumps(line) + "\n")
+            self._log_fh.flush()
         if self.hook is not None:
             self.hook.step_logged(run=self, step=step, values=line)
 
@@ -243,6 +248,9 @@ class UnlearnRun(RunInfo):
 
     def finish(self) -> Literal["ema", "raw"]:
         """Put the weights to save into the UNet (the EMA's, when kept and asked for); say which."""
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
         if self.ema is not None and self.save_ema:
             self.ema.copy_to(self.model.unet.parameters())
             return "ema"

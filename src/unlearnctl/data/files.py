@@ -17,18 +17,22 @@ What the real-world datasets (``unlearnctl.builtin.realdata``) are built from:
 
 Fingerprints (:meth:`FileImageSet.fingerprint`) cover what the model would see: the dataset name,
 version and preprocessing, the ordered item ids, every item's metadata, and the sha256 of the bytes
-of every image file. They do not decode images and do not depend on modification times: those only
-decide whether a file's cached sha256 (under :func:`unlearnctl.paths.cache_dir`) can be reused.
+of every image file at its path. They do not decode images and do not depend on file times: a file's
+size, modification and change times and inode only decide whether its cached sha256 (under
+:func:`unlearnctl.paths.cache_dir`) can be reused, and inside :func:`rehashing` (``replay --verify``,
+``verify --data``) or with ``UNLEARNCTL_REHASH=1`` no cached hash is trusted at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,12 +43,9 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..paths import cache_dir
+from .formats import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from .formats import OnProblem as OnProblem
 from .sets import ImageSet
-
-#: file name endings read as images (case-insensitive); other files in an image folder are ignored
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-OnProblem = Literal["warn", "error"]
 
 
 class DataWarning(UserWarning):
@@ -110,7 +111,7 @@ class ColumnMetadata(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self._length
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._length))]
         if index < 0:
@@ -150,14 +151,43 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
+#: the most pixels (width x height) an image file may declare: 8192 x 8192 (192 MiB decoded as RGB). A file
+#: that declares more is refused from its header, before decoding: a small file can declare gigapixels (a
+#: "decompression bomb"). Also Pillow's own limit (``Image.MAX_IMAGE_PIXELS``: a warning above it, an error
+#: at twice it) once unlearnctl is imported. See docs/errors.md.
+MAX_IMAGE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
 def load_image(path: Path, size: int, channels: int = 3, crop: int | None = None) -> torch.Tensor:
-    """Decode one image file into the dataset's format (see :func:`square_resize`, :func:`to_tensor`)."""
+    """Decode one image file into the dataset's format (see :func:`square_resize`, :func:`to_tensor`).
+
+    :raises UsageError: the file is missing, truncated, not an image, or declares more than
+        :data:`MAX_IMAGE_PIXELS` pixels (checked from its header, before decoding); one line naming it.
+    """
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
-    except OSError as exc:  # missing, truncated or not an image (PIL's UnidentifiedImageError is an OSError)
-        raise UsageError(f"cannot read image '{path}': {exc}; replace or remove the file") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow's own check at open
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise UsageError(_too_large(path, f"{width} x {height} pixels"))
+                image = opened.convert("RGB" if channels == 3 else "L")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UsageError(_too_large(path, f"more than {MAX_IMAGE_PIXELS:,} pixels")) from None
+    except (UsageError, MemoryError):
+        raise
+    except Exception as exc:  # missing, truncated or not an image: OSError, SyntaxError, ValueError, EOFError...
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"cannot read image '{path}': {message}; replace or remove the file") from None
     return to_tensor(square_resize(image, size, crop))
+
+
+def _too_large(path: Path, declared: str) -> str:
+    return (
+        f"image '{path}' declares {declared}; unlearnctl decodes at most {MAX_IMAGE_PIXELS:,} (a decompression "
+        "bomb?): replace or remove the file"
+    )
 
 
 # --- file hashes and fingerprints --------------------------------------------------------------
@@ -171,12 +201,40 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: set to 1 to re-hash every data file instead of trusting the hash cache (see :func:`rehashing`)
+REHASH_ENV = "UNLEARNCTL_REHASH"
+_rehash: ContextVar[bool] = ContextVar("unlearnctl_rehash", default=False)
+
+
+@contextlib.contextmanager
+def rehashing(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`file_hashes` reads every file again instead of reusing cached hashes.
+
+    For checks that must not trust anything on disk but the data itself (``replay --verify``, ``verify
+    --data``): the cache lives in the user's cache folder and is keyed on file metadata, which whoever
+    can write the data can also set back.
+    """
+    token = _rehash.set(enabled)
+    try:
+        yield
+    finally:
+        _rehash.reset(token)
+
+
+def rehash_enabled() -> bool:
+    """Whether cached data-file hashes are ignored now (:func:`rehashing` or ``UNLEARNCTL_REHASH=1``)."""
+    env = os.environ.get(REHASH_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _rehash.get() or env
+
+
 def file_hashes(root: Path, files: Sequence[str]) -> dict[str, tuple[int, str]]:
     """``{relative path: (size, sha256 of the bytes)}`` for ``files`` under ``root``.
 
     Hashes are cached in ``<cache dir>/file-sha256/<hash of root>.json``, keyed by relative path and
-    reused only while a file's size and modification time (ns) are unchanged. A cache that cannot be
-    written (read-only home...) only makes the next call slower.
+    reused only while a file's size, modification time, change time (ns) and inode are all unchanged:
+    putting a modification time back after editing a file still changes its change time. Under
+    :func:`rehashing` every file is read again. A cache that cannot be written (read-only home...) only
+    makes the next call slower.
     """
     root = Path(root).resolve()
     cache_file = cache_dir() / "file-sha256" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:32]}.json"
@@ -189,14 +247,16 @@ def file_hashes(root: Path, files: Sequence[str]) -> dict[str, tuple[int, str]]:
         cache = {}
     out: dict[str, tuple[int, str]] = {}
     changed = False
+    trust_cache = not rehash_enabled()
     for rel in files:
         st = (root / rel).stat()
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = cache.get(rel)
-        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            digest = hit[2]
+        if trust_cache and isinstance(hit, list) and hit[:-1] == key:
+            digest = hit[-1]
         else:
             digest = _sha256_file(root / rel)
-            cache[rel] = [st.st_size, st.st_mtime_ns, digest]
+            cache[rel] = [*key, digest]
             changed = True
         out[rel] = (st.st_size, digest)
     if changed:

@@ -72,7 +72,7 @@ def build_resnet(arch: str, channels: int, num_classes: int, image_size: int) ->
     """
     from torchvision import models
 
-    factory: Callable[..., nn.Module] = {
+    factory: Callable[..., models.ResNet] = {
         "resnet18": models.resnet18,
         "resnet34": models.resnet34,
         "resnet50": models.resnet50,

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data.sets import ImageSet
 from ..errors import ModelNotAvailableError, UsageError
+from ..rundir import follow_umask
 from .arch import ARCHS, RESNETS, build_cnn_small, build_resnet, check_arch, resolve_arch
 
 WEIGHTS_FILE = "judge.safetensors"
@@ -133,6 +134,7 @@ class Judge(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt"})
+        follow_umask(folder / WEIGHTS_FILE)  # safetensors writes it private (0600)
         (folder / CONFIG_FILE).write_text(json.dumps({**self.config, "info": self.info}, indent=2) + "\n")
 
 
@@ -333,5 +335,3 @@ def train_judge(
         "train_seconds": round(train_seconds, 2),
     }
     return judge, test_accuracy
-
-

@@ -9,6 +9,9 @@ the cache only. :func:`load_hub_model` accepts a hub id (``google/ddpm-cifar10-3
   ``UNet2DModel.save_pretrained`` and unlearnctl's run folders write it;
 - pipeline: ``model_index.json``, ``unet/`` and ``scheduler/``, as ``DDPMPipeline.save_pretrained`` writes it.
 
+Weights are read from safetensors only (:func:`~unlearnctl.models.folder.load_unet`): pickled ``.bin``
+files can run code when loaded and are refused with one line saying how to convert them.
+
 When both are present the ``unet/`` and ``scheduler/`` sub-folders win, as in ``DiffusionPipeline``.
 A scheduler config whose class is not a diffusers scheduler (early Hub repos, e.g.
 ``GaussianDDPMScheduler``) is skipped; with no usable one the DDPM paper's schedule is used (linear
@@ -17,18 +20,15 @@ betas 1e-4..0.02 over 1000 steps) and ``model.extra["origin"]["scheduler"]`` say
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
 
 from ..errors import ModelNotAvailableError
-from .folder import META_FILE, DiffusionModel
+from .folder import META_FILE, PICKLED_SUFFIXES, WEIGHTS_FILE, DiffusionModel, load_unet, read_json_object
 
-WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 #: the noise schedule of Ho et al. (2020), used when a folder has no usable scheduler config
 DDPM_PAPER_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
@@ -79,8 +79,8 @@ def load_hub_model(
 def fetch_hub_model(repo_id: str, revision: str | None = None) -> tuple[Path, str]:
     """Make the configs and UNet weights of ``repo_id`` available in the Hugging Face cache.
 
-    Downloads only what is needed: first every ``*.json`` (to see the layout), then the UNet weights
-    of that layout (safetensors, else the ``.bin`` file). Returns the snapshot folder and its commit.
+    Downloads only what is needed: first every ``*.json`` (to see the layout), then the UNet's safetensors
+    weights of that layout (never a pickled ``.bin``). Returns the snapshot folder and its commit.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -96,10 +96,7 @@ def fetch_hub_model(repo_id: str, revision: str | None = None) -> tuple[Path, st
         snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json"]))
         commit = snapshot.name
         prefix = "unet/" if (snapshot / "unet" / "config.json").is_file() else ""
-        for weights in WEIGHTS:
-            snapshot = Path(snapshot_download(repo_id, revision=commit, allow_patterns=[prefix + weights]))
-            if (snapshot / prefix / weights).is_file():
-                break
+        snapshot = Path(snapshot_download(repo_id, revision=commit, allow_patterns=[prefix + WEIGHTS_FILE]))
     except RevisionNotFoundError:
         raise ModelNotAvailableError(
             f"model '{repo_id}' has no revision '{revision}' on the Hugging Face Hub"
@@ -118,7 +115,24 @@ def fetch_hub_model(repo_id: str, revision: str | None = None) -> tuple[Path, st
         raise ModelNotAvailableError(f"model '{repo_id}': not a valid Hugging Face model id ({exc})") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise _not_available(repo_id, exc) from None
+    unet_dir = snapshot / prefix
+    if not (unet_dir / WEIGHTS_FILE).is_file() and not any(p.suffix in PICKLED_SUFFIXES for p in unet_dir.iterdir()):
+        raise _no_safetensors(repo_id, prefix)
     return snapshot, commit
+
+
+def _no_safetensors(repo_id: str, prefix: str) -> ModelNotAvailableError:
+    """No safetensors weights after a download: not in the cache (offline), or only pickled ones on the Hub."""
+    from huggingface_hub import constants
+
+    where = "and HF_HUB_OFFLINE is set" if getattr(constants, "HF_HUB_OFFLINE", False) else "nor on the Hub"
+    subfolder = ", subfolder='unet'" if prefix else ""
+    return ModelNotAvailableError(
+        f"model '{repo_id}' has no weights in safetensors format ({prefix}{WEIGHTS_FILE}) in the Hugging Face "
+        f"cache {where}: unlearnctl never loads pickled .bin weights, which can run code; if you trust them, "
+        f"convert them with diffusers (UNet2DModel.from_pretrained('{repo_id}'{subfolder}).save_pretrained(DIR, "
+        "safe_serialization=True)) and pass --model DIR"
+    )
 
 
 def _not_available(repo_id: str, exc: BaseException) -> ModelNotAvailableError:
@@ -141,10 +155,14 @@ def load_scheduler(folder: Path) -> tuple[DDPMScheduler, str]:
         path = folder / rel
         if not path.is_file():
             continue
-        config = json.loads(path.read_text())
+        config = read_json_object(path)
         cls = getattr(diffusers, str(config.get("_class_name", "")), None)
         if isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin):
-            return DDPMScheduler.from_config(config), rel
+            try:
+                return DDPMScheduler.from_config(config), rel
+            except (TypeError, ValueError) as exc:
+                reason = " ".join(str(exc).split())[:200]
+                raise ModelNotAvailableError(f"'{path}' is not a usable scheduler config ({reason})") from None
     return DDPMScheduler(**DDPM_PAPER_SCHEDULE), "defaults (DDPM paper: linear betas 1e-4..0.02, 1000 steps)"
 
 
@@ -159,35 +177,14 @@ def load_diffusers_folder(
     """Load a local diffusers folder (flat or pipeline layout) on CPU in float32."""
     folder = Path(folder)
     unet_dir = folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
-    config_path = unet_dir / "config.json"
-    if not config_path.is_file():
+    if not (unet_dir / "config.json").is_file():
         raise ModelNotAvailableError(
             f"'{folder}' is not a diffusers model folder (no config.json or unet/config.json): pass a folder "
             "written by save_pretrained, a run folder, or a hub id"
         )
-    try:
-        cls_name = json.loads(config_path.read_text()).get("_class_name")
-    except ValueError:
-        raise ModelNotAvailableError(f"'{config_path}' is not valid JSON") from None
-    if cls_name not in (None, "UNet2DModel"):
-        raise ModelNotAvailableError(
-            f"'{folder}' holds a {cls_name}: unlearnctl works on pixel-space UNet2DModel models (DDPM/DDIM)"
-        )
-    if not any((unet_dir / w).is_file() for w in WEIGHTS):
-        raise ModelNotAvailableError(
-            f"'{unet_dir}' has a config.json but no weights ({' or '.join(WEIGHTS)}): copy the complete folder"
-        )
-    try:
-        unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise ModelNotAvailableError(
-            f"cannot load the UNet in '{unet_dir}' ({reason}): the files are damaged"
-        ) from None
+    unet = load_unet(unet_dir)
     scheduler, scheduler_from = load_scheduler(folder)
-    meta: dict[str, Any] = {}
-    if (folder / META_FILE).is_file():
-        meta = json.loads((folder / META_FILE).read_text())
+    meta = read_json_object(folder / META_FILE) if (folder / META_FILE).is_file() else {}
     judge = meta.pop("judge", None)
     names = class_names if class_names is not None else list(meta.pop("class_names", []) or [])
     meta.pop("class_names", None)

@@ -1,53 +1,74 @@
 """Contract checks every component must pass, for unlearnctl's tests and for plugin authors.
 
-From pytest, check one class::
+From pytest, check one class (the class checks, then the runtime checks of its kind)::
 
-    from unlearnctl.testing.contracts import check_component_class
+    from unlearnctl.testing.contracts import check_component
 
     def test_my_method_contract():
-        check_component_class(MyMethod)
+        assert check_component(MyMethod) == []   # [] = every check ran
 
 or every component the installed plugins provide (yours included, found through its entry point)::
 
     import pytest
-    from unlearnctl.testing.contracts import check_component, registered_components
+    from unlearnctl.testing.contracts import check_component, component_id, registered_components
 
-    @pytest.mark.parametrize("info", registered_components(), ids=str)
+    @pytest.mark.parametrize("info", registered_components(provider="myplugin"), ids=component_id)
     def test_contract(info):
-        check_component(info.cls)
+        assert check_component(info.cls) == []
 
 Each check raises :class:`ContractError` (an ``AssertionError``) whose message says what to fix.
+:func:`check_component` returns the runtime checks that could not run here, with the reason (a model
+that needs the network, offline; a dataset whose files are not here; a required option not given).
 
-Extension point: runtime contracts of one kind (a method runs on a tiny UNet, its output loads with
-diffusers, it is deterministic under a seed...) are functions ``check(cls) -> None`` added with
-``@runtime_check("method")``; :func:`check_component` runs them after the class checks.
+The runtime checks (:mod:`unlearnctl.testing.checks`) make each component do its work on tiny real
+objects: a dataset loads, a selector selects, a method unlearns on a tiny UNet (its output loads with
+diffusers and is deterministic under a seed), a model preset loads, a metric computes. Extension point:
+more runtime checks of one kind are functions ``check(cls, options) -> None`` added with
+``@runtime_check("method")``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from ..components import BASE_FOR_KIND, KINDS, Component, Options
 from ..config import field_default, option_keys, options_table, resolve_options
 from ..errors import OptionError
+from ..registry import NAME_PATTERN, clear_registry_cache, get_registry, normalize_kind
+from .checks import BUILTIN_CHECKS
+from .errors import ContractError, ContractSkipped
+
+__all__ = [
+    "REQUIRED_METHOD",
+    "RUNTIME_CHECKS",
+    "ContractError",
+    "ContractSkipped",
+    "check_component",
+    "check_component_class",
+    "component_id",
+    "registered_components",
+    "reload_plugins",
+    "runtime_check",
+]
 
 #: the one method each kind of component implements
 REQUIRED_METHOD = {"dataset": "load", "selector": "select", "method": "unlearn", "model": "load", "metric": "compute"}
 
-RuntimeCheck = Callable[[type[Component]], None]
-#: kind -> runtime checks run by :func:`check_component` (see :func:`runtime_check`)
-RUNTIME_CHECKS: dict[str, list[RuntimeCheck]] = {k: [] for k in KINDS}
-
-
-class ContractError(AssertionError):
-    """A component breaks the component contract."""
+#: ``check(cls, options)``; a check of one argument ``check(cls)`` is accepted too
+RuntimeCheck = Callable[..., None]
+#: kind -> runtime checks run by :func:`check_component` (the built-in ones, then :func:`runtime_check`'s)
+RUNTIME_CHECKS: dict[str, list[RuntimeCheck]] = {k: list(BUILTIN_CHECKS.get(k, [])) for k in KINDS}
 
 
 def runtime_check(kind: str) -> Callable[[RuntimeCheck], RuntimeCheck]:
-    """Decorator adding a runtime contract check for components of ``kind``."""
+    """Decorator adding a runtime contract check ``check(cls, options)`` for components of ``kind``.
+
+    It raises :class:`ContractError` for a broken contract, :class:`ContractSkipped` when it cannot run.
+    """
     if kind not in RUNTIME_CHECKS:
         raise ValueError(f"unknown kind '{kind}': one of {', '.join(KINDS)}")
 
@@ -58,7 +79,7 @@ def runtime_check(kind: str) -> Callable[[RuntimeCheck], RuntimeCheck]:
     return add
 
 
-def _fail(cls: type, message: str) -> None:
+def _fail(cls: type, message: str) -> NoReturn:
     raise ContractError(f"{getattr(cls, '__qualname__', cls)}: {message}")
 
 
@@ -74,8 +95,6 @@ def check_component_class(cls: type[Component], require_help: bool = True) -> No
       unless ``require_help=False``;
     - an unknown key is rejected with an ``OptionError`` naming it.
     """
-    from ..registry import NAME_PATTERN
-
     if not isinstance(cls, type) or not issubclass(cls, Component):
         _fail(cls, "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset or Metric)")
     kind = getattr(cls, "kind", None)
@@ -136,11 +155,27 @@ def check_component_class(cls: type[Component], require_help: bool = True) -> No
             _fail(cls, f"cannot be created with its default options: {type(exc).__name__}: {exc}")
 
 
-def check_component(cls: type[Component], require_help: bool = True) -> None:
-    """:func:`check_component_class`, then every runtime check registered for its kind."""
+def check_component(
+    cls: type[Component], require_help: bool = True, *, options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """:func:`check_component_class`, then every runtime check registered for its kind.
+
+    :param options: option values the runtime checks build the component with, over its defaults:
+        required options, or smaller settings for a fast check (a method gets ``steps=1`` unless given).
+    :returns: the runtime checks that could not run here, each ``"<check>: <reason>"``; ``[]`` when all ran.
+    :raises ContractError: the first broken contract.
+    """
     check_component_class(cls, require_help=require_help)
+    skipped = []
     for check in RUNTIME_CHECKS.get(getattr(cls, "kind", ""), []):
-        check(cls)
+        try:
+            if len(inspect.signature(check).parameters) >= 2:
+                check(cls, dict(options or {}))
+            else:
+                check(cls)
+        except ContractSkipped as exc:
+            skipped.append(f"{check.__name__}: {exc}")
+    return skipped
 
 
 def registered_components(kind: str | None = None, provider: str | None = None) -> list[Any]:
@@ -149,12 +184,18 @@ def registered_components(kind: str | None = None, provider: str | None = None) 
     :param kind: only this kind (singular or plural).
     :param provider: only the components of this plugin (e.g. your entry-point name).
     """
-    from ..registry import get_registry, normalize_kind
-
     registry = get_registry()
     kinds = [normalize_kind(kind)] if kind else list(KINDS)
     infos = [info for k in kinds for info in registry.all(k)]
     return [i for i in infos if provider is None or i.provider == provider]
+
+
+def reload_plugins() -> None:
+    """Forget the loaded plugins: the next command or :func:`registered_components` finds them afresh.
+
+    For tests that install a plugin (``pip install``) or change ``UNLEARNCTL_DISABLE_PLUGINS`` mid-process.
+    """
+    clear_registry_cache()
 
 
 def component_id(info: Any) -> str:

@@ -30,6 +30,7 @@ from ..components import Method
 from ..contexts.evaluation import EvalContext, SamplingProtocol
 from ..contexts.unlearn import UnlearnRun
 from ..data.sets import ForgetSplit, ImageSet, split_forget
+from ..errors import UsageError
 from ..models.folder import DiffusionModel
 from ..runtime import Precision
 from .tiny import tiny_image_set, tiny_judge, tiny_model
@@ -132,9 +133,10 @@ def run_method(
 ) -> DiffusionModel:
     """Run ``method`` as ``unlearnctl forget`` does and return the unlearned model (on CPU, eval mode).
 
-    In order: ``method.check(model, split)``; ``hook.run_started(run)``; ``method.unlearn(run)`` with the
-    UNet in train mode; ``run.finish()`` (the EMA weights replace the raw ones when the method saves
-    them); the UNet back to eval mode and CPU. What it returns holds the weights ``forget`` would save.
+    In order: ``conditional_only`` against the model; ``method.check(model, split)``;
+    ``hook.run_started(run)``; ``method.unlearn(run)`` with the UNet in train mode; ``run.finish()`` (the
+    EMA weights replace the raw ones when the method saves them); the UNet back to eval mode and CPU.
+    What it returns holds the weights ``forget`` would save.
 
     :param run: an :func:`make_unlearn_run` run to use (then ``model``, ``split``, ``seed`` and ``device``
         come from it); read ``run.extra``, ``run.last_values`` afterwards.
@@ -143,6 +145,8 @@ def run_method(
         run = make_unlearn_run(model, split, method=method, seed=seed, device=device, hook=hook)
     elif hook is not None:
         run.hook = hook
+    if type(method).conditional_only and not run.model.conditional:
+        raise UsageError(f"method '{method.name}' needs a class-conditional model; this one is unconditional")
     method.check(run.model, run.split)
     if run.hook is not None:
         run.hook.run_started(run=run)

@@ -31,13 +31,16 @@ class NullTarget(unlearnctl.Method):
         weight: float = Field(1.0, ge=0, description="weight of the forget loss against the remain DDPM loss")
         clip: float = Field(1.0, gt=0, description="gradient-norm clip")
 
-    def unlearn(self, run) -> None:
-        o = self.options
-        model = run.model
+    def check(self, model: unlearnctl.DiffusionModel, split: unlearnctl.ForgetSplit) -> None:
+        # called by `forget` before anything is written: refuse what the update cannot work with
         if model.null_class is None:
             raise unlearnctl.UsageError(
                 "method 'null-target' needs a class-conditional model with a null class: pick another model"
             )
+
+    def unlearn(self, run: unlearnctl.UnlearnRun) -> None:
+        o = self.options
+        model = run.model
         unet, scheduler = model.unet, model.scheduler
         optimizer = run.make_optimizer(unet.parameters(), lr=o.lr)
         remain = run.batches("remain", o.batch_size)

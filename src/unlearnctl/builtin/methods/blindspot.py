@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
-from torch.nn.functional import mse_loss
 
-from unlearnctl import Method, train_model
-from unlearnctl.diffusion import add_noise, predict_noise
+from unlearnctl import Method
 
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 from .erasediff import DEFAULT_STEPS
@@ -63,6 +60,10 @@ class Blindspot(Method):
 
     def train_proxy(self, run: UnlearnRun) -> UNet2DModel:
         """Step 1: a fresh UNet trained ``proxy_steps`` steps on D_r only (frozen, eval mode, on the device)."""
+        import torch
+
+        from unlearnctl import train_model
+
         model = run.model
         options = train_options_for(model, {"steps": self.options.proxy_steps})
         # its own seed, drawn from the run's generator: a new initialisation, not the model's
@@ -77,6 +78,11 @@ class Blindspot(Method):
         return proxy
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+        from torch.nn.functional import mse_loss
+
+        from unlearnctl.diffusion import add_noise, predict_noise
+
         o = self.options
         model, unet = run.model, run.model.unet
         # 1. the proxy (before the optimizer: its training steps are its own)

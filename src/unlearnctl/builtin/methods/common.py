@@ -29,16 +29,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
 
 from unlearnctl import Options
-from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
 
 from .erasediff import DEFAULT_STEPS, EraseDiff, draw_surrogates
 from .losses import relabel_loss
 
 if TYPE_CHECKING:
+    import torch
+
     from unlearnctl import UnlearnRun
 
 
@@ -125,6 +125,8 @@ class Trainer:
         forget batch with ``forget_noise``, then the guidance dropout of the remain labels (``class_dropout``).
         Labels are None on an unconditional model.
         """
+        from unlearnctl.diffusion import drop_labels
+
         run, o = self.run, self.options
         conditional = run.model.conditional
         x_r, c_r = next(self.remain)
@@ -139,6 +141,8 @@ class Trainer:
 
     def ddpm_loss(self, batch: Batch) -> torch.Tensor:
         """``|| eps - eps_theta(x_t, t, c) ||^2`` on a batch and its draws (F, on a remain batch)."""
+        from unlearnctl.diffusion import ddpm_loss
+
         model = self.run.model
         return ddpm_loss(model.unet, model.scheduler, batch.x0, batch.c, batch.t, batch.eps)
 
@@ -148,6 +152,10 @@ class Trainer:
         x_t with a fresh eps ~ N(0, I), then for each image a kept class c^ other than its own
         (``erasediff.draw_surrogates``); ``|| eps_theta(x_t, t, c_f) - sg[eps_theta(x_t, t, c^)] ||^2``.
         """
+        import torch
+
+        from unlearnctl.diffusion import add_noise
+
         run = self.run
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
         x_t = add_noise(run.model.scheduler, forget.x0, run.randn_like(forget.x0), forget.t)

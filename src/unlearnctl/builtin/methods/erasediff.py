@@ -17,16 +17,16 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
-from unlearnctl import ForgetSplit, Method, Options, UsageError
-from unlearnctl.diffusion import add_noise, ddpm_loss, drop_labels
+from unlearnctl import Method, Options, UsageError
 
 from .losses import check_relabel, relabel_loss, uniform_loss
 
 if TYPE_CHECKING:
-    from unlearnctl import DiffusionModel, UnlearnRun
+    import torch
+
+    from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 
@@ -69,12 +69,18 @@ def bilevel_lambda(
     ``g_F``, ``g_q`` are per-parameter gradient lists; products are summed in float64. When
     ``||g_q|| = 0`` there is no direction to push: ``bome`` and ``value`` give 0, and the cosine is 0.
     """
+    import torch
+
     if rule == "fixed":
         return float(lam)
-    dot = torch.stack([(a.double() * b.double()).sum() for a, b in zip(g_F, g_q, strict=True)]).sum().item()
-    qq = torch.stack([(b.double() ** 2).sum() for b in g_q]).sum().item()
+    q64 = [b.double() for b in g_q]  # each gradient converted once; one host sync for all the sums
+    sums = [torch.stack([(a.double() * b).sum() for a, b in zip(g_F, q64, strict=True)]).sum(),
+            torch.stack([(b**2).sum() for b in q64]).sum()]  # fmt: skip
     if rule == "cosine":
-        ff = torch.stack([(a.double() ** 2).sum() for a in g_F]).sum().item()
+        sums.append(torch.stack([(a.double() ** 2).sum() for a in g_F]).sum())
+    dot, qq, *rest = torch.stack(sums).tolist()
+    if rule == "cosine":
+        ff = rest[0]
         cos = dot / (ff**0.5 * qq**0.5) if ff > 0 and qq > 0 else 0.0
         return max(eta - cos, 0.0)
     if qq == 0.0:
@@ -92,6 +98,8 @@ def draw_surrogates(labels: torch.Tensor, candidates: torch.Tensor, generator: t
     ``candidates`` are the classes NOT being forgotten. (The authors' code draws from 1..9, which is
     right only when forgetting class 0.) Every label must leave at least one candidate.
     """
+    import torch
+
     member = labels[:, None] == candidates[None, :]
     has = member.any(1)
     pos = member.int().argmax(1)
@@ -196,6 +204,8 @@ class EraseDiff(Method):
     def _forget_batch(
         self, run: UnlearnRun, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, kept: torch.Tensor
     ) -> _ForgetBatch:
+        from unlearnctl.diffusion import add_noise
+
         o, model = self.options, run.model
         c_f = labels if model.conditional else None
         if o.target == "relabel":
@@ -218,6 +228,10 @@ class EraseDiff(Method):
     # -- the update ------------------------------------------------------------------------------
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+
+        from unlearnctl.diffusion import ddpm_loss, drop_labels
+
         o = self.options
         model, unet = run.model, run.model.unet
         self.check(model, run.split)

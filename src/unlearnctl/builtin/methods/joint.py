@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from unlearnctl import Method, UsageError
-from unlearnctl.diffusion import add_noise
 
 from .common import BaselineOptions, StepsOptions, Trainer
 from .losses import check_relabel, uniform_loss
@@ -69,6 +68,8 @@ class Joint(Method):
             check_relabel(self.name, model, split)
 
     def unlearn(self, run: UnlearnRun) -> None:
+        from unlearnctl.diffusion import add_noise
+
         o = self.options
         model, unet = run.model, run.model.unet
         self.check(model, run.split)

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-from torch.nn.functional import mse_loss
-
 from unlearnctl import UsageError
-from unlearnctl.diffusion import predict_noise
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import UNet2DModel
 
     from unlearnctl import DiffusionModel, ForgetSplit
@@ -31,6 +28,11 @@ def relabel_loss(
     unet: UNet2DModel, x_t: torch.Tensor, t: torch.Tensor, c_f: torch.Tensor, c_hat: torch.Tensor
 ) -> torch.Tensor:
     """``|| eps_theta(x_t, t, c_f) - sg[eps_theta(x_t, t, c^)] ||^2``: the forget class answers like a kept one."""
+    import torch
+    from torch.nn.functional import mse_loss
+
+    from unlearnctl.diffusion import predict_noise
+
     pred = predict_noise(unet, x_t, t, c_f).float()
     with torch.no_grad():
         target = predict_noise(unet, x_t, t, c_hat).float()
@@ -41,6 +43,10 @@ def uniform_loss(
     unet: UNet2DModel, x_t: torch.Tensor, t: torch.Tensor, c_f: torch.Tensor | None, u: torch.Tensor
 ) -> torch.Tensor:
     """``|| u - eps_theta(x~_t, t, c_f) ||^2`` with u ~ U[0, 1): train the forget set toward non-Gaussian noise."""
+    from torch.nn.functional import mse_loss
+
+    from unlearnctl.diffusion import predict_noise
+
     return mse_loss(predict_noise(unet, x_t, t, c_f).float(), u)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import Field
 
 from unlearnctl import Method
@@ -54,6 +53,8 @@ class NegGrad(Method):
         )
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+
         o = self.options
         trainer = Trainer(run, o)
         ceiling = float("inf") if o.forget_loss_max is None else o.forget_loss_max

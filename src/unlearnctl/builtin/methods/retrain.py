@@ -13,19 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
-from unlearnctl import (
-    ARCHITECTURES,
-    Method,
-    Options,
-    TrainOptions,
-    UsageError,
-    build_scheduler,
-    build_unet,
-    train_model,
-)
+from unlearnctl import Method, Options, TrainOptions, UsageError
 
 if TYPE_CHECKING:
     from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
@@ -39,6 +29,8 @@ def _plain(value: Any) -> Any:
 
 def architecture_of(model: DiffusionModel) -> str | None:
     """The ``unlearnctl train`` architecture preset the model's UNet was built from (None: not one of them)."""
+    from unlearnctl import ARCHITECTURES, build_unet
+
     config = {k: _plain(v) for k, v in model.unet.config.items() if not k.startswith("_")}
     for arch in ARCHITECTURES:
         fresh = build_unet(arch, model.image_size, model.channels, model.num_classes)
@@ -53,6 +45,10 @@ def train_options_for(model: DiffusionModel, values: dict[str, Any]) -> TrainOpt
     Raises ``UsageError`` when the model is not one ``unlearnctl train`` can make (another architecture or
     noise schedule).
     """
+    import torch
+
+    from unlearnctl import ARCHITECTURES, build_scheduler
+
     arch = architecture_of(model)
     if arch is None:
         raise UsageError(
@@ -114,6 +110,10 @@ class Retrain(Method):
         train_options_for(model, self.options.model_dump())
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+
+        from unlearnctl import train_model
+
         o = self.options
         model = run.model
         options = train_options_for(model, o.model_dump())

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from unlearnctl import Method
-from unlearnctl.diffusion import add_noise, ddpm_loss
 
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 from .erasediff import draw_surrogates
 from .losses import check_relabel, relabel_loss
 
 if TYPE_CHECKING:
+    import torch
+
     from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 #: the mask, in the run folder
@@ -75,6 +75,10 @@ class SalUn(Method):
 
     def saliency(self, run: UnlearnRun, params: list[torch.Tensor], kept: torch.Tensor) -> list[torch.Tensor]:
         """s = | sum_batches grad L_s |: one pass over D_f in order, at the current weights (nothing is stepped)."""
+        import torch
+
+        from unlearnctl.diffusion import add_noise, ddpm_loss
+
         o, model, unet = self.options, run.model, run.model.unet
         data = run.split.forget
         labels = torch.tensor(data.labels, dtype=torch.long)
@@ -97,6 +101,8 @@ class SalUn(Method):
 
     def make_mask(self, saliency: list[torch.Tensor]) -> list[torch.Tensor]:
         """1 for the ``threshold`` fraction of weights with the largest saliency (a global ranking), else 0."""
+        import torch
+
         flat = torch.cat([s.flatten().float().cpu() for s in saliency])
         k = max(1, round(self.options.threshold * flat.numel()))
         keep = torch.zeros(flat.numel(), dtype=torch.bool)
@@ -109,7 +115,9 @@ class SalUn(Method):
 
     def save_mask(self, run: UnlearnRun, names: list[str], masks: list[torch.Tensor]) -> None:
         """``salun-mask.safetensors`` in the run folder: parameter name -> uint8 mask (1 = trainable)."""
-        if run.out_dir is None:
+        import torch
+
+        if run.work_dir is None:  # the run folder being written (run.out_dir exists only once it is whole)
             return
         from safetensors.torch import save_file
 
@@ -123,11 +131,13 @@ class SalUn(Method):
             "trainable": str(kept),
             "total": str(total),
         }
-        save_file(tensors, str(run.out_dir / MASK_FILE), metadata=metadata)
+        save_file(tensors, str(run.work_dir / MASK_FILE), metadata=metadata)
 
     # -- step 3: masked random-label unlearning --------------------------------------------------
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+
         o = self.options
         model, unet = run.model, run.model.unet
         self.check(model, run.split)

@@ -25,15 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
 
 from unlearnctl import Method, UsageError
-from unlearnctl.diffusion import add_noise, predict_noise, sample
 
 from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 
 if TYPE_CHECKING:
+    import torch
+
     from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 #: timesteps per forward pass of the Fisher (SA's ``n_chunks``, as a size)
@@ -104,6 +104,10 @@ class SelectiveAmnesia(Method):
 
     def generate(self, run: UnlearnRun, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``samples_per_class`` images of each class from the current (original) model, and their labels."""
+        import torch
+
+        from unlearnctl.diffusion import sample
+
         o = self.options
         labels = torch.tensor([c for c in classes for _ in range(o.samples_per_class)], dtype=torch.long)
         images = sample(
@@ -121,6 +125,10 @@ class SelectiveAmnesia(Method):
         ``fim.py``), run in chunks of ``FISHER_CHUNK`` timesteps. With ``fisher_timesteps`` = n < T, one
         timestep per stratum of T / n, the sum scaled by T / n (faster, but the noise part of F grows ~T / n).
         """
+        import torch
+
+        from unlearnctl.diffusion import add_noise, predict_noise
+
         o, model, unet = self.options, run.model, run.model.unet
         T = model.scheduler.config.num_train_timesteps
         n = T if o.fisher_timesteps is None else min(o.fisher_timesteps, T)
@@ -151,10 +159,14 @@ class SelectiveAmnesia(Method):
     @staticmethod
     def ewc(params: list[torch.Tensor], anchor: list[torch.Tensor], fisher: list[torch.Tensor]) -> torch.Tensor:
         """sum_i F_i (theta_i - theta*_i)^2."""
+        import torch
+
         return torch.stack([(f * (p - a).square()).sum() for p, a, f in zip(params, anchor, fisher, strict=True)]).sum()
 
     def _replay(self, run: UnlearnRun, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple]:
         """Endless shuffled replay batches (a new permutation from ``run.generator`` each epoch)."""
+        import torch
+
         size = min(self.options.remain_batch_size, len(images))
         while True:
             perm = torch.randperm(len(images), generator=run.generator)
@@ -164,6 +176,8 @@ class SelectiveAmnesia(Method):
 
     def _surrogates(self, run: UnlearnRun, forgotten: torch.Tensor, shape: torch.Size) -> Iterator[tuple]:
         """Endless forget batches: ``forget_batch_size`` images x0 ~ U[-1, 1]^d, each labelled a forgotten class."""
+        import torch
+
         n = self.options.forget_batch_size
         while True:
             x0 = torch.rand((n, *shape), generator=run.generator).to(run.device) * 2 - 1
@@ -172,6 +186,8 @@ class SelectiveAmnesia(Method):
     # -- the update ------------------------------------------------------------------------------
 
     def unlearn(self, run: UnlearnRun) -> None:
+        import torch
+
         o = self.options
         model, unet = run.model, run.model.unet
         self.check(model, run.split)

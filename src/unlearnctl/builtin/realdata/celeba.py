@@ -5,25 +5,18 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
 from pydantic import Field, field_validator
 
-from unlearnctl import (
-    ColumnMetadata,
-    Dataset,
-    FileImageSet,
-    ImageSet,
-    LoadReport,
-    OnProblem,
-    Options,
-    UsageError,
-    dataset_folder,
-    hash_split,
-)
+from unlearnctl import Dataset, OnProblem, Options, UsageError, dataset_folder
 
 from .common import BAD_FILE_HELP, Split, check_split, nonempty, resolution_field
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from unlearnctl import ImageSet, LoadReport
 
 #: The 40 binary attributes of CelebA, in the order of ``list_attr_celeba.txt``.
 CELEBA_ATTRIBUTES = (
@@ -43,6 +36,8 @@ def read_attribute_file(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     and one ``1`` or ``-1`` per attribute (``-1`` becomes 0). CelebAMask-HQ's
     ``CelebAMask-HQ-attribute-anno.txt`` has the same format.
     """
+    import numpy as np
+
     lines = path.read_text(encoding="utf-8").splitlines()
     try:
         count = int(lines[0].split()[0])
@@ -118,6 +113,10 @@ class _FaceAttributes(Dataset):
         raise NotImplementedError
 
     def load(self, split: Split = "train", data_dir: Path | None = None) -> ImageSet:
+        import numpy as np
+
+        from unlearnctl import ColumnMetadata, FileImageSet, LoadReport
+
         check_split(self.name, split)
         folder = dataset_folder(data_dir, self.sub, lambda p: (p / self.attr_file).is_file())
         attr_path = folder / self.attr_file
@@ -244,6 +243,8 @@ class CelebAHQ(_FaceAttributes):
         )
 
     def _splits(self, folder: Path, files: list[str], report: LoadReport) -> list[str | None]:
+        from unlearnctl import hash_split
+
         mapping, partition = folder / self.mapping_file, folder / self.partition_file
         if not (mapping.is_file() and partition.is_file()):
             return [hash_split(f, self.options.test_fraction) for f in files]

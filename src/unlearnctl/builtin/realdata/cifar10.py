@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import Field
 
-from unlearnctl import ArrayImageSet, ColumnMetadata, Dataset, ImageSet, Options, UsageError, dataset_folder
+from unlearnctl import Dataset, Options, UsageError, dataset_folder
 
 from .common import Split, check_split, nonempty, resolution_field
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -38,6 +41,10 @@ class Cifar10(Dataset):
         )
 
     def load(self, split: Split = "train", data_dir: Path | None = None) -> ImageSet:
+        import numpy as np
+
+        from unlearnctl import ArrayImageSet, ColumnMetadata
+
         check_split(self.name, split)
         folder = dataset_folder(data_dir, "cifar10", lambda p: (p / CIFAR10_BASE).is_dir())
         ds = _read_cifar10(folder, train=split == "train", download=self.options.download)

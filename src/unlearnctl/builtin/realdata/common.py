@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from unlearnctl import IMAGE_EXTENSIONS, ImageSet, UsageError
+from unlearnctl import IMAGE_EXTENSIONS, UsageError
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet
 
 Split = Literal["train", "test"]
 

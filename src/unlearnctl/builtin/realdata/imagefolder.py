@@ -5,25 +5,16 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from unlearnctl import (
-    ColumnMetadata,
-    Dataset,
-    FileImageSet,
-    ImageSet,
-    LoadReport,
-    OnProblem,
-    Options,
-    UsageError,
-    dataset_folder,
-    hash_split,
-    list_images,
-)
+from unlearnctl import Dataset, OnProblem, Options, UsageError, dataset_folder
 
 from .common import BAD_FILE_HELP, Split, check_split, has_images_shallow, nonempty, resolution_field
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet, LoadReport
 
 FILE_COLUMNS = ("file_name", "file", "filename", "path", "image", "image_id")
 
@@ -82,6 +73,8 @@ class ImageFolder(Dataset):
         on_bad_file: OnProblem = Field("warn", description=BAD_FILE_HELP)
 
     def load(self, split: Split = "train", data_dir: Path | None = None) -> ImageSet:
+        from unlearnctl import ColumnMetadata, FileImageSet, LoadReport
+
         check_split(self.name, split)
         o = self.options
         folder = dataset_folder(
@@ -113,6 +106,8 @@ class ImageFolder(Dataset):
         return nonempty(data, split, folder)
 
     def _from_csv(self, folder: Path, report: LoadReport):
+        from unlearnctl import hash_split
+
         o = self.options
         path = folder / o.metadata_file
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -159,6 +154,8 @@ class ImageFolder(Dataset):
         return files, ids, splits, columns, class_names
 
     def _from_folders(self, folder: Path, report: LoadReport):
+        from unlearnctl import hash_split, list_images
+
         o = self.options
         split_dirs = (folder / "train").is_dir() and (folder / "test").is_dir()
         roots = [("train", folder / "train"), ("test", folder / "test")] if split_dirs else [(None, folder)]

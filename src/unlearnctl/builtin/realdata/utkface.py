@@ -5,26 +5,16 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import Field, field_validator
 
-from unlearnctl import (
-    ColumnMetadata,
-    Dataset,
-    FileImageSet,
-    ImageSet,
-    LoadReport,
-    OnProblem,
-    Options,
-    UsageError,
-    dataset_folder,
-    hash_split,
-    list_images,
-)
+from unlearnctl import Dataset, OnProblem, Options, UsageError, dataset_folder
 
 from .common import BAD_FILE_HELP, Split, check_split, has_images_shallow, nonempty, resolution_field
+
+if TYPE_CHECKING:
+    from unlearnctl import ImageSet
 
 UTKFACE_GENDERS = ("male", "female")
 UTKFACE_RACES = ("White", "Black", "Asian", "Indian", "Others")
@@ -88,6 +78,10 @@ class UTKFace(Dataset):
         return [f"{a}-{b - 1}" for a, b in itertools.pairwise(edges)] + [f"{edges[-1]}+"]
 
     def load(self, split: Split = "train", data_dir: Path | None = None) -> ImageSet:
+        import numpy as np
+
+        from unlearnctl import ColumnMetadata, FileImageSet, LoadReport, hash_split, list_images
+
         check_split(self.name, split)
         folder = dataset_folder(data_dir, "utkface", has_images_shallow)
         if not folder.is_dir():

@@ -1,0 +1,122 @@
+"""The options several commands share, each declared once: flags, short flag, type and help text.
+
+A command uses them as parameter annotations (``device: DeviceOption = "auto"``). Where a command's
+default legitimately differs (``replay`` reruns on the recorded device; each command names its run
+folder its own way), a function here builds the option from the same flags and wording, so the
+command says only what differs. The manifest's command line is rebuilt from the parsed parameters
+(:func:`unlearnctl.cli.common.command_line`), so an option is written once: here, or in its command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# --- --device, --seed, --threads ------------------------------------------------------------------
+
+DEVICE_HELP = "Device: auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."
+
+
+def _device(show_default: bool | str = True) -> Any:
+    return typer.Option("--device", help=DEVICE_HELP, show_default=show_default)
+
+
+#: ``device: DeviceOption = "auto"``
+DeviceOption = Annotated[str, _device()]
+#: ``replay``: ``None`` reruns on the device the run recorded
+RecordedDeviceOption = Annotated[str | None, _device("the recorded device")]
+
+#: ``seed: SeedOption = 0``
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random draw (same seed, same result).")]
+
+
+def threads_option(default: str) -> Any:
+    """``--threads N`` (torch CPU threads); ``default`` says what the command does without it."""
+    return typer.Option(
+        "--threads",
+        min=1,
+        help=f"torch CPU threads (default: {default}); 1 is fastest when other jobs share the cores.",
+        show_default=False,
+    )
+
+
+# --- --out: one rule, never overwrite (rundir.check_new_folder) -----------------------------------
+
+OUT_RULE = "an existing path is refused before any work (unlearnctl never overwrites)"
+
+
+def run_out_option(default: str) -> Any:
+    """``--out DIR`` of a command that writes a run folder; ``default`` is its folder name pattern."""
+    return typer.Option(
+        "--out", "-o", help=f"Run folder to create (default: {default}); {OUT_RULE}.", show_default=False
+    )
+
+
+#: ``out: NewFolderOption``: a folder to create, required (``train-judge``)
+NewFolderOption = Annotated[
+    Path, typer.Option("--out", "-o", help=f"Folder to create; {OUT_RULE}.", show_default=False)
+]
+#: ``sample --out``: the same rule, except that an empty folder is used (docs/sampling.md)
+SampleFolderOption = Annotated[
+    Path,
+    typer.Option("--out", "-o", help=f"Folder to create (or an empty folder); {OUT_RULE}.", show_default=False),
+]
+#: ``eval --out``: the folder metrics.json and the grids go into (an existing metrics.json is refused)
+EvalFolderOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for metrics.json and the grids (default: the run folder; a model that is not a run folder "
+        "writes nothing); an existing metrics.json is never overwritten unless --overwrite is given.",
+        show_default=False,
+    ),
+]
+
+# --- data --------------------------------------------------------------------------------------------
+
+#: ``data_dir: DataDirOption = None``: ``--data-dir DIR``, the folder of the dataset's files
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder of the dataset's files (default: the one the run recorded for eval and replay, else "
+        "$UNLEARNCTL_DATA_DIR, else the platform's data folder).",
+        show_default=False,
+    ),
+]
+
+#: ``data_options: DataOptions = None``: ``--data-option KEY=VALUE``, repeatable
+DataOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-option",
+        help="Dataset option KEY=VALUE, e.g. download=true (`unlearnctl show dataset NAME`); repeatable.",
+        show_default=False,
+    ),
+]
+
+#: ``model: ModelOption = "ddpm-digits"``
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Registered model name, diffusers folder, or run folder.")
+]
+
+# --- options of components: --set, --config -----------------------------------------------------------
+
+
+def set_option(what: str) -> Any:
+    """``--set KEY=VALUE`` (repeatable); ``what`` names the options, e.g. ``"Method option KEY=VALUE (...)"``."""
+    return typer.Option("--set", "-s", help=f"{what}; repeatable.", show_default=False)
+
+
+def config_option(what: str) -> Any:
+    """``--config FILE``; ``what`` names the options it holds, e.g. ``"Method options"``."""
+    return typer.Option("--config", help=f"{what} from a .toml/.yaml/.json file (--set wins over it).")
+
+
+# --- output --------------------------------------------------------------------------------------------
+
+#: ``json_output: JsonFlag = False``: the ``--json`` flag of commands that report results
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]

@@ -1,0 +1,166 @@
+"""The error boundary seen from outside: the real ``unlearnctl`` console script in a process of its own,
+for what cannot happen in-process: Ctrl-C and SIGTERM (during start-up, while torch is imported, and
+mid-run), a file-size limit (``ulimit -f``), a parent folder we may not write even as root (capabilities
+dropped), a real read-only file system and a real full disk (a tiny tmpfs in a private mount namespace).
+
+Each case: the documented exit code, one ``error:`` line on stderr, no traceback, nothing left behind.
+Cases that need root, ``setpriv`` or ``unshare`` are skipped, with the reason, where those are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_bad_input import assert_left_nothing, error_lines
+
+UNLEARNCTL = Path(sys.executable).parent / "unlearnctl"
+TESTS = Path(__file__).resolve().parent
+TINY_FORGET = ["forget", "--model", "tiny-cond", "--classes", "1", "--steps", "1", "--grid-per-class", "0"]
+
+pytestmark = pytest.mark.skipif(not UNLEARNCTL.exists(), reason=f"no console script at {UNLEARNCTL}")
+
+
+@pytest.fixture
+def env(tiny, fake_plugins, isolated_user_dirs) -> dict[str, str]:
+    """The environment of a child process: the test's isolated folders, and the tiny plugin importable
+    (its fake distribution in ``fake_plugins.site``, its code in tests/)."""
+    child = dict(os.environ)
+    child["PYTHONPATH"] = os.pathsep.join([str(fake_plugins.site), str(TESTS)])
+    child["PYTHONDONTWRITEBYTECODE"] = "1"
+    child["OMP_NUM_THREADS"] = "1"
+    return child
+
+
+def run(args: list[object], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(UNLEARNCTL), *map(str, args)], env=env, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def assert_one_line(stderr: str, needle: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(("signum", "code", "line"), [(signal.SIGINT, 130, "error: interrupted"),
+                                                      (signal.SIGTERM, 143, "error: stopped by SIGTERM")])  # fmt: skip
+def test_a_signal_during_start_up_is_one_line(env, tmp_path, signum, code, line):
+    """0.3 s in, the script is importing torch (seconds): it used to print a KeyboardInterrupt traceback."""
+    proc = subprocess.Popen([str(UNLEARNCTL), *TINY_FORGET, "--out", str(tmp_path / "out")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert stderr == line + "\n"
+    assert_left_nothing(tmp_path / "out")
+
+
+def test_sigterm_mid_run_removes_the_partial_folder(env, tmp_path):
+    """`sample` of the built-in model, stopped once its temporary folder exists (it is writing images)."""
+    out = tmp_path / "o" / "samples"
+    proc = subprocess.Popen([str(UNLEARNCTL), "sample", "--num", "100000", "--steps", "50", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(out.parent.glob(".samples.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(out.parent.glob(".samples.partial-*")), "the run never started writing"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert_one_line(stderr, "stopped by SIGTERM")
+    assert_left_nothing(out)
+
+
+def test_file_size_limit_while_writing_the_weights(env, tmp_path):
+    """``ulimit -f 64`` (64 KiB): the tiny model's weights (168 kB) exceed it. The child gets SIGXFSZ's
+    default action (terminate) from us: the script itself ignores the signal, so the write fails with EFBIG."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    result = run([*TINY_FORGET, "--out", tmp_path / "out"], env, preexec_fn=limit)
+    assert result.returncode == 1, result.stderr
+    line = assert_one_line(result.stderr, "file too large")
+    assert f"cannot write the run folder '{tmp_path / 'out'}'" in line
+    assert_left_nothing(tmp_path / "out")
+
+
+def _can_drop_capabilities() -> str | None:
+    if os.geteuid() != 0:
+        return None  # not root: chmod 555 stops us anyway
+    if shutil.which("setpriv") is None:
+        return "setpriv is missing: cannot drop CAP_DAC_OVERRIDE to make a folder unwritable for root"
+    probe = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all",
+                            "true"], capture_output=True)  # fmt: skip
+    return None if probe.returncode == 0 else f"setpriv cannot drop capabilities here: {probe.stderr!r}"
+
+
+def test_unwritable_parent_is_refused_before_any_work(env, tmp_path):
+    """``--out`` inside a folder we may not write (mode 555): refused up front, before the model and the
+    data are loaded (it used to fail after them, with a PermissionError traceback)."""
+    reason = _can_drop_capabilities()
+    if reason:
+        pytest.skip(reason)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all"]
+    if os.geteuid() != 0:
+        prefix = []
+    try:
+        result = subprocess.run([*prefix, str(UNLEARNCTL), *TINY_FORGET, "--out", str(locked / "run")], env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    line = assert_one_line(result.stderr, "permission denied")
+    assert f"cannot write --out '{locked / 'run'}'" in line  # the up-front check, not a failed write
+    assert list(locked.iterdir()) == []
+
+
+def _in_private_mount(tmp_path: Path, mount: str, args: list[object], env: dict[str, str]):
+    """Run ``unlearnctl ARGS`` with ``tmp_path/mnt`` a fresh tmpfs (``mount`` options) in a private mount
+    namespace; stdout ends with what the tmpfs holds afterwards (``ls -A``)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a tmpfs in a private mount namespace")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    quoted = " ".join(f"'{a}'" for a in [UNLEARNCTL, *args])
+    script = (
+        f"mount -t tmpfs -o {mount} tmpfs '{point}' || exit 99; {quoted}; rc=$?; echo LEFT; ls -A '{point}'; exit $rc"
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    if result.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    return result, point, result.stdout.split("LEFT\n", 1)[1].split()
+
+
+def test_read_only_file_system_is_refused_before_any_work(env, tmp_path):
+    result, point, left = _in_private_mount(tmp_path, "ro,size=1m", ["sample", "--out", tmp_path / "mnt" / "s"], env)
+    assert result.returncode == 1, result.stderr
+    line = assert_one_line(result.stderr, "read-only file system")
+    assert f"cannot write --out '{point / 's'}'" in line
+    assert left == []
+
+
+def test_disk_full_while_writing_the_weights(env, tmp_path):
+    """A 64 KiB tmpfs: the run folder starts, then the weights (168 kB) fill the disk."""
+    result, point, left = _in_private_mount(tmp_path, "size=64k", [*TINY_FORGET, "--out", tmp_path / "mnt" / "r"], env)
+    assert result.returncode == 1, result.stderr
+    line = assert_one_line(result.stderr, "no space left on device")
+    assert f"cannot write the run folder '{point / 'r'}'" in line
+    assert left == []
