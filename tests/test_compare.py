@@ -12,7 +12,7 @@ import torch
 from unlearnctl.commands.compare import compare, trade_off_plot
 from unlearnctl.errors import UsageError
 from unlearnctl.judge.classifier import Judge
-from unlearnctl.rundir import METRICS_FILE
+from unlearnctl.rundir import METRICS_FILE, record_files
 from unlearnctl.testing.tiny import tiny_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -136,6 +136,9 @@ def test_a_run_without_metrics_says_to_eval_it(cli, runs, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(runs["fixed"], bare)
     (bare / METRICS_FILE).unlink()
+    # a run never evaluated: no metrics.json, and none in its record of files added after the run
+    sums = bare / "checksums.sha256"
+    sums.write_text("".join(line for line in sums.read_text().splitlines(True) if METRICS_FILE not in line))
     result = cli("compare", runs["fixed"], bare, "--no-plot")
     assert result.exit_code == 2
     assert f"run `unlearnctl eval {bare}` first" in result.stderr
@@ -148,6 +151,7 @@ def test_runs_evaluated_under_different_protocols_are_flagged(runs, tmp_path):
     data = json.loads((other / METRICS_FILE).read_text())
     data["protocol"]["steps"] += 10
     (other / METRICS_FILE).write_text(json.dumps(data))
+    record_files(other, [METRICS_FILE])  # as if evaluated so (a hand edit would be refused as a changed file)
     result = compare([runs["fixed"], other])
     assert len(result.warnings) == 1 and "different protocols" in result.warnings[0]
 

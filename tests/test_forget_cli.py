@@ -21,7 +21,7 @@ def test_forget_writes_a_whole_run_folder(cli, tiny, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = cli("forget", "--model", "tiny-cond", "--classes", "1", "--seed", "5", "--out", out, *FAST)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"model", "samples", "log.jsonl", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {"model", "samples", "log.jsonl", "manifest.json", "checksums.sha256"}
     assert {p.name for p in (out / "samples").iterdir()} == {
         "forgotten-before.png", "forgotten-after.png", "kept-before.png", "kept-after.png"
     }  # fmt: skip

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from unlearnctl import ModelNotAvailableError
-from unlearnctl.builtin import hub_models as hm
+from unlearnctl.builtin.hub_models import DdpmCifar10
+from unlearnctl.models import hub as hm
 from unlearnctl.models.folder import state_sha256
 from unlearnctl.testing import stand_ins as si
 
@@ -100,7 +101,7 @@ def test_ddpm_cifar10_loads_from_the_hugging_face_cache_offline(
 
 def test_ddpm_cifar10_offline_without_files_says_how_to_provide_them(hf_cache: Path) -> None:
     with pytest.raises(ModelNotAvailableError) as info:
-        hm.DdpmCifar10().load()
+        DdpmCifar10().load()
     message = str(info.value)
     assert "\n" not in message and "HF_HUB_OFFLINE is set" in message and str(hf_cache) in message
     assert f"hf download {REPO} --local-dir DIR" in message and "--model DIR" in message
