@@ -12,6 +12,7 @@ from unlearnctl.commands.forget import ForgetRequest, forget
 from unlearnctl.manifest import read_manifest
 from unlearnctl.provenance import check_providers
 from unlearnctl.registry import MissingProviderError, get_registry
+from unlearnctl.rundir import record_files
 
 NEW_FIELDS = ("provider_version", "provider_distribution")
 
@@ -28,6 +29,7 @@ def edit(path: Path, change) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+    record_files(path.parent, [path])  # a consistent record: replay's own checks are under test here
 
 
 def records(data: dict) -> list[dict]:
