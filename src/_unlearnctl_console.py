@@ -1,7 +1,7 @@
 """The ``unlearnctl`` console script (``[project.scripts]`` in pyproject.toml).
 
 A top-level module, outside the ``unlearnctl`` package, so that the script handles Ctrl-C, SIGTERM and
-SIGHUP from its first moment: importing ``unlearnctl`` imports torch, which takes seconds, and a signal
+SIGHUP from its first moment: a command that computes imports torch, which takes seconds, and a signal
 during those seconds would otherwise end in a ``KeyboardInterrupt`` traceback. Here it ends in one
 ``error:`` line and exit code 130 (Ctrl-C), 143 (SIGTERM) or 129 (SIGHUP); see docs/errors.md. Once
 imported, :func:`unlearnctl.cli.main` takes over (and installs its own handlers).
