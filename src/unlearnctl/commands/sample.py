@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import torch
 
+from ..data.files import IndexedSequence
 from ..diffusion import sample
 from ..errors import UsageError
 from ..grids import GRID_MIN_TILE, save_grid, save_labelled_grid, to_pil
@@ -95,27 +96,14 @@ class SamplePlan:
         return image_file_name(index, self.num, label, self.class_names)
 
 
-class _Lazy(Sequence[Any]):
+class _Lazy(IndexedSequence):
     """A read-only sequence of ``length`` items computed by ``item(index)``; equal to a list of the same items."""
 
     def __init__(self, length: int, item: Callable[[int], Any]) -> None:
-        self._length, self._item = length, item
+        self._length, self._compute = length, item
 
-    def __len__(self) -> int:
-        return self._length
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(index)
-        return self._item(index)
+    def _item(self, index: int) -> Any:
+        return self._compute(index)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):

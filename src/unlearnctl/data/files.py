@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -89,7 +89,36 @@ class LoadReport:
 # --- metadata ----------------------------------------------------------------------------------
 
 
-class ColumnMetadata(Sequence[dict[str, Any]]):
+class IndexedSequence(Sequence[Any]):
+    """A read-only sequence of ``len(self)`` items, each computed by ``_item(index)`` when asked for:
+    negative indices, bounds and slices (a list) handled here once."""
+
+    _length: int
+
+    def _item(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._item(index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._item(i) for i in range(self._length))
+
+
+class ColumnMetadata(IndexedSequence):
     """Per-item metadata stored by column; ``meta[i]`` is a fresh ``dict`` of plain Python values."""
 
     def __init__(self, columns: dict[str, Sequence[Any] | np.ndarray], length: int) -> None:
@@ -108,24 +137,12 @@ class ColumnMetadata(Sequence[dict[str, Any]]):
         values = self._columns[name]
         return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(index)
+    def _item(self, index: int) -> dict[str, Any]:
         row = {}
         for name, values in self._columns.items():
             value = values[index]
             row[name] = value.item() if isinstance(value, np.generic) else value
         return row
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(self._length))
 
 
 # --- pixels ------------------------------------------------------------------------------------
