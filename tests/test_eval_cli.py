@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,18 @@ def setup(tmp_path_factory) -> dict[str, Path]:
         )
     )
     return {"root": root, "model": root / "tiny", "run": run, "judge": root / "judge"}
+
+
+def test_eval_of_a_run_named_by_a_relative_path_records_what_it_added(cli, setup, tmp_path, monkeypatch):
+    # `make demo` names its run relative to the working directory: eval must write and record there
+    run = tmp_path / "runs" / "rel"
+    shutil.copytree(setup["run"], run)
+    monkeypatch.chdir(tmp_path)
+    result = cli("eval", "runs/rel", *FAST)
+    assert result.exit_code == 0, result.output
+    assert (run / METRICS_FILE).is_file()
+    assert METRICS_FILE in (run / "checksums.sha256").read_text()
+    assert cli("verify", "runs/rel").exit_code == 0
 
 
 def test_eval_run_writes_metrics_and_grids_side_by_side(cli, setup):

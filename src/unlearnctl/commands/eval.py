@@ -393,7 +393,8 @@ def run_eval(prepared: PreparedEval) -> EvalResult:
         metrics_path = p.out_dir / METRICS_FILE
         atomic_write_text(metrics_path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
         if (p.out_dir / MANIFEST_FILE).is_file():  # a run folder: `unlearnctl verify` covers what eval added
-            record_files(p.out_dir, [metrics_path, *grids.values()])
+            # paths relative to the run folder: out_dir itself may be relative to the working directory
+            record_files(p.out_dir, [METRICS_FILE, *(g.relative_to(p.out_dir) for g in grids.values())])
     result = EvalResult(payload, metrics_path, grids, p.notes)
     hook.run_finished(run=run, result=result)
     return result
