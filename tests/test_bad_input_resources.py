@@ -69,7 +69,7 @@ def _without_seconds(text: str) -> str:
     ("conditional", "class_id", "sampler", "eta"),
     [
         (True, None, "ddim", 0.0),  # the default: no step noise
-        (True, None, "ddim", 0.5),  # step noise from the generator after all the initial noise
+        (True, None, "ddim", 0.5),  # step noise per image, from the draw's step seed
         (True, 2, "ddpm", 0.0),
         (False, None, "ddpm", 0.0),
     ],

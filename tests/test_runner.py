@@ -12,6 +12,7 @@ import torch
 from unlearnctl import UsageError, split_forget
 from unlearnctl.commands.forget import ForgetRequest, forget
 from unlearnctl.contexts.unlearn import UnlearnRun
+from unlearnctl.errors import NonFiniteError
 from unlearnctl.runtime import check_precision, resolve_device, stream_seed
 from unlearnctl.testing.tiny import tiny_image_set, tiny_model
 
@@ -116,7 +117,7 @@ def test_apply_gradients_clips_the_global_norm_and_counts_steps() -> None:
 def test_non_finite_gradient_is_an_error_in_fp32() -> None:
     run = make_run()
     w = torch.nn.Parameter(torch.zeros(1))
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+    with pytest.raises(NonFiniteError, match="lower the learning rate"):
         run.apply_gradients(torch.optim.SGD([w], lr=1.0), [torch.tensor([float("nan")])])
 
 

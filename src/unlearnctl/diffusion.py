@@ -7,12 +7,13 @@ Only what is identical by definition across methods lives here. Notation follows
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from .models.folder import DiffusionModel
+from .runtime import stream_seed
 
 Sampler = Literal["ddim", "ddpm"]
 
@@ -83,6 +84,26 @@ def make_sampling_scheduler(
     return scheduler
 
 
+def uses_step_noise(sampler: Sampler, eta: float) -> bool:
+    """Whether a sampler draws noise at its steps: DDPM always, DDIM only with ``eta > 0``."""
+    return sampler != "ddim" or eta != 0
+
+
+def draw_step_seed(generator: torch.Generator | None) -> int:
+    """The seed of a draw's step noise, taken from ``generator`` (one 63-bit integer): what :func:`sample`
+    draws first, before the initial noise, when its sampler uses step noise and no ``step_seed`` is given."""
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+
+
+def image_generators(step_seed: int, first_index: int, count: int) -> list[torch.Generator]:
+    """The step-noise generators of images ``first_index .. first_index + count - 1`` of a draw: one CPU
+    generator per image, seeded by ``(step_seed, image index)`` alone, so an image's step noise does not
+    depend on the batch, or the process, that computes it."""
+    return [
+        torch.Generator().manual_seed(stream_seed(step_seed, f"step-noise-{first_index + k}")) for k in range(count)
+    ]
+
+
 @torch.no_grad()
 def sample(
     model: DiffusionModel,
@@ -99,6 +120,8 @@ def sample(
     device: torch.device | str = "cpu",
     unet: UNet2DModel | None = None,
     noise: torch.Tensor | None = None,
+    step_seed: int | None = None,
+    first_index: int = 0,
 ) -> torch.Tensor:
     """Generate ``num`` images in ``[-1, 1]`` (``N x C x H x W``, float32, on CPU).
 
@@ -107,8 +130,16 @@ def sample(
     (``guidance = w``; 0 turns it off). The conditional and unconditional passes run batched in one
     forward. The initial noise is drawn on CPU from ``generator`` so a seed gives the same images on
     every device. ``eta`` is DDIM's eta (1.0 = ancestral-like); ignored by the DDPM sampler. ``noise``
-    (``N x C x H x W``): the initial noise to start from instead of drawing it (``generator`` then only
-    draws the sampler's step noise); ``unlearnctl sample`` streams a large ``num`` this way.
+    (``N x C x H x W``): the initial noise to start from instead of drawing it; ``unlearnctl sample``
+    streams a large ``num`` this way.
+
+    Step noise (DDPM; DDIM with ``eta > 0``) is drawn per image: image ``i`` from its own generator seeded
+    by ``(step_seed, first_index + i)`` (:func:`image_generators`), so an image does not depend on the
+    batch size or on which process computes it. ``step_seed`` None: :func:`draw_step_seed` from
+    ``generator``, before the initial noise. Part of a larger draw -- images ``first_index ..
+    first_index + num - 1`` of it -- is therefore: the same ``step_seed``, that slice of the initial noise
+    (``noise``), ``first_index``, and the same batches (the UNet's float results depend on the batch it
+    runs in: give the same ``batch_size`` and start at a multiple of it to get identical bits).
     """
     unet = unet if unet is not None else model.unet
     conditional = model.conditional
@@ -120,6 +151,9 @@ def sample(
     shape = (num, model.channels, model.image_size, model.image_size)
     if noise is not None and tuple(noise.shape) != shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+    stochastic = uses_step_noise(sampler, eta)
+    if stochastic and step_seed is None:
+        step_seed = draw_step_seed(generator)
     x_all = noise if noise is not None else torch.randn(shape, generator=generator)
     out = []
     guided = class_labels is not None and model.null_class is not None and guidance != 0
@@ -135,6 +169,11 @@ def sample(
                 labels = None
                 if class_labels is not None:
                     labels = class_labels[start : start + batch_size].to(device)
+                # one generator per image (diffusers draws a list's noise image by image, on CPU for CPU
+                # generators, whatever x's device); none when the sampler draws no step noise
+                generators: Any = None
+                if stochastic and step_seed is not None:
+                    generators = image_generators(step_seed, first_index + start, len(x))
                 # guidance: the conditional and the null pass batched in one forward; labels built once a batch
                 both = None
                 if guided and labels is not None and model.null_class is not None:
@@ -147,11 +186,12 @@ def sample(
                     else:
                         t_batch = torch.full((len(x),), int(t), dtype=torch.long, device=device)
                         eps = predict_noise(unet, x, t_batch, labels)
-                    # diffusers draws the step noise on CPU from a CPU generator, whatever x's device.
-                    x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
+                    x = scheduler.step(eps, t, x, generator=generators, **step_kwargs).prev_sample
                 out.append(x.float().cpu())
     finally:
         unet.train(was_training)
+    if not out:
+        return torch.empty(shape)
     return torch.cat(out).clamp(-1, 1)
 
 

@@ -96,16 +96,22 @@ class OutputNotWritableError(EnvironmentFailure):
 
 
 class Interrupted(KeyboardInterrupt):
-    """The process was asked to stop by a signal other than SIGINT (SIGTERM, SIGHUP).
+    """The process was asked to stop by a signal (SIGTERM, SIGHUP; SIGINT when a run stops at a step boundary).
 
     A ``KeyboardInterrupt``, so that code which cleans up on Ctrl-C cleans up the same way; the exit
     code is ``128 + signum``. Raised by the handlers the ``unlearnctl`` console script installs.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, detail: str = "") -> None:
         self.signum = int(signum)
         self.exit_code = 128 + self.signum
+        #: what was kept and how to go on (``"; checkpoint of step 40 kept: resume with ..."``)
+        self.detail = detail
         super().__init__(signal_name(self.signum))
+
+
+class NonFiniteError(UnlearnError):
+    """A loss or a gradient became NaN or infinite: the run stops at that step (exit code 1)."""
 
 
 def signal_name(signum: int) -> str:

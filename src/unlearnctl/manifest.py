@@ -184,6 +184,27 @@ class ReplayRecord(_Model):
     verified: bool | None = Field(None, description="True/False: --verify compared the output; None: not asked")
 
 
+class DistributedRecord(_Model):
+    """Set when several processes ran the run (``accelerate launch`` / ``torchrun``; docs/scaling.md)."""
+
+    world_size: int = Field(description="number of processes; each took an equal shard of every global batch")
+    mixed_precision: str = Field(description="fp32, bf16 or fp16")
+    rank_seeds: dict[str, int] = Field(
+        description="seed of each process's own random stream (noise, timesteps), by rank; the data streams "
+        "are shared (`seeds`)"
+    )
+
+    @classmethod
+    def of(cls, world: Any, seed: int, precision: str, stream: str = "method") -> DistributedRecord:
+        from .runtime import stream_seed
+
+        return cls(
+            world_size=world.size,
+            mixed_precision=precision,
+            rank_seeds={str(r): stream_seed(seed, f"{stream}.rank{r}of{world.size}") for r in range(world.size)},
+        )
+
+
 class Manifest(_Model):
     """What a run did, with what, on what, and what came out."""
 
@@ -207,6 +228,10 @@ class Manifest(_Model):
     final_losses: dict[str, float] = Field(default_factory=dict, description="the last logged values")
     samples: SamplesRecord | None = Field(None, description="the before/after sample grids")
     replay_of: ReplayRecord | None = Field(None, description="set when this run is a replay of another")
+    distributed: DistributedRecord | None = Field(None, description="set when several processes ran the run")
+    resumed_at: list[int] = Field(
+        default_factory=list, description="the steps after which the run was stopped and resumed (--resume)"
+    )
     files: dict[str, str] | None = Field(
         None,
         description="sha256 of every file the run wrote, by path relative to the run folder (manifest.json "

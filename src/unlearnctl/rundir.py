@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +56,13 @@ SAMPLES_INFO_FILE = "samples.json"
 #: sha256 of the files added to a run folder after the run (``eval``'s metrics.json and grids), in
 #: ``sha256sum`` format; the files the run itself wrote are recorded in its manifest (``files``)
 CHECKSUMS_FILE = "checksums.sha256"
+#: checkpoints of a run being written (``step-NNNNNN/``); removed when the run completes unless kept
+CHECKPOINTS_DIR = "checkpoints"
+#: what a run being written needs to be resumed (the request), in its ``.NAME.partial-*`` folder only
+RESUME_FILE = "resume.json"
+#: held locked (``flock``) by the process writing a ``.NAME.partial-*`` folder: a folder whose lock can
+#: be taken belongs to no live process
+LOCK_FILE = ".lock"
 
 
 def _slug(text: str) -> str:
@@ -129,21 +136,32 @@ def check_writable_parent(target: Path, option: str = "--out") -> None:
 
 
 @contextlib.contextmanager
-def atomic_run_dir(final: Path, *, empty_ok: bool = False) -> Iterator[Path]:
+def atomic_run_dir(
+    final: Path,
+    *,
+    empty_ok: bool = False,
+    partial: Path | None = None,
+    keep: Callable[[Path], str | None] | None = None,
+) -> Iterator[Path]:
     """Yield a temporary folder to write into; rename it to ``final`` when the block ends cleanly.
 
     On any exception (Ctrl-C included) the temporary folder is removed and nothing is left behind; a
     disk that fills up, a file-size limit or a read-only file system while writing becomes one
     :class:`~unlearnctl.errors.EnvironmentFailure` naming ``final``. ``empty_ok``: an existing empty
-    ``final`` folder is replaced (``sample --out``).
+    ``final`` folder is replaced (``sample --out``). ``partial``: write into this existing temporary
+    folder (a resumed run). ``keep(tmp)``: on an exception, a text to add to the error when the folder is
+    kept (a resumable run with a checkpoint), or None to remove it.
     """
     final = Path(final)
     check_new_folder(final, empty_ok=empty_ok)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    except OSError as exc:
-        raise EnvironmentFailure(os_error_message(exc, f"create the run folder '{final}'")) from None
+    if partial is not None:
+        tmp = Path(partial)
+    else:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        except OSError as exc:
+            raise EnvironmentFailure(os_error_message(exc, f"create the run folder '{final}'")) from None
     try:
         yield tmp
         if final.exists() and not (empty_ok and final.is_dir() and not any(final.iterdir())):
@@ -159,11 +177,27 @@ def atomic_run_dir(final: Path, *, empty_ok: bool = False) -> Iterator[Path]:
             final.rmdir()  # an empty folder (empty_ok, checked above)
         os.replace(tmp, final)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        hint = keep(tmp) if keep is not None else None
+        if hint is None:
+            shutil.rmtree(tmp, ignore_errors=True)
         failure = _write_failure(exc, tmp, final)
         if failure is not None:
+            if hint:
+                failure.args = (str(failure) + hint,)
             raise failure from exc
+        if hint:
+            _add_hint(exc, hint)
         raise
+
+
+def _add_hint(exc: BaseException, hint: str) -> None:
+    """Say in ``exc``'s one line that the run folder was kept, and how to go on."""
+    if isinstance(exc, KeyboardInterrupt):
+        detail = str(getattr(exc, "detail", "") or "")
+        if "checkpoint" not in detail:
+            exc.detail = detail + hint  # type: ignore[attr-defined]
+    elif exc.args and isinstance(exc.args[0], str):
+        exc.args = (exc.args[0] + hint, *exc.args[1:])
 
 
 def _write_failure(exc: BaseException, tmp: Path, final: Path) -> EnvironmentFailure | None:

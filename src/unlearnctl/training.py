@@ -21,11 +21,14 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from pydantic import ValidationError
 
-from .data.batching import batches
+from .checkpoints import StepLoop
+from .data.batching import BatchStream
 from .data.sets import ImageSet
 from .diffusion import ddpm_loss, drop_labels, sample_timesteps
-from .errors import OptionError
+from .distributed import SINGLE, World, all_reduce_mean_, mean_values
+from .errors import NonFiniteError, OptionError
 from .models.folder import DiffusionModel
+from .runtime import stream_seed
 
 # re-exported: defined apart so that they import without torch (docs/performance.md, "Start-up")
 from .train_options import ARCHITECTURES as ARCHITECTURES
@@ -84,6 +87,9 @@ def train_model(
     device: torch.device | str = "cpu",
     class_names: list[str] | None = None,
     source: str = "trained",
+    loop: Any = None,
+    world: World = SINGLE,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train a DDPM from scratch on ``data``; return the model with its EMA weights (on CPU).
 
@@ -92,6 +98,13 @@ def train_model(
     ``on_step(step, values)`` is called every ``options.log_every`` steps and at the last step with
     the mean loss since the previous call, the learning rate and the elapsed seconds.
     Deterministic on CPU under ``seed``.
+
+    ``loop``: the :class:`~unlearnctl.checkpoints.StepLoop` that counts the steps (checkpoints, resume,
+    clean stops; a forget run's ``run.loop`` for the ``retrain`` baseline); by default a plain one.
+    ``world``: several processes split every batch (docs/scaling.md); one process draws everything from
+    one generator seeded with ``seed``, several draw the batches from it and their noise from their own.
+    ``precision``: ``bf16`` or ``fp16`` autocast of the forward pass (fp32 weights; fp16 with a gradient
+    scaler), on devices that support it.
     """
     options = options or TrainOptions()
     class_names = list(class_names if class_names is not None else data.class_names)
@@ -103,6 +116,8 @@ def train_model(
 
     # 1. model, noise schedule, optimizer, learning-rate schedule, EMA of the weights
     g = torch.Generator().manual_seed(seed)
+    # several processes: the batches from the shared generator, each process's noise from its own
+    g_noise = g if not world.distributed else torch.Generator().manual_seed(stream_seed(seed, train_stream(world)))
     unet = build_unet(options.arch, data.image_size, data.channels, num_classes, seed=seed).to(device).train()
     scheduler = build_scheduler(options)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=options.weight_decay)
@@ -113,38 +128,56 @@ def train_model(
         num_training_steps=options.steps,
     )
     ema = EMAModel(unet.parameters(), decay=options.ema_decay)
+    ema.to(device)
+    stream = BatchStream(data, options.batch_size, g, world)
+    acc = _LossSum()
+    loop = loop if loop is not None else StepLoop(options.steps, world=world)
+    for name, obj in (("unet", unet), ("optimizer", optimizer), ("lr_schedule", lr_scheduler), ("ema", ema),
+                      ("generator", g), ("stream", stream), ("loss_sum", acc)):  # fmt: skip
+        loop.track(f"train.{name}", obj, device=device)
+    if g_noise is not g:
+        loop.track("train.noise_generator", g_noise, per_rank=True)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    device_type = torch.device(device).type
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")  # passes through unless fp16
+    if precision == "fp16":
+        loop.track("train.grad_scaler", scaler)
 
-    stream = batches(data, options.batch_size, g)
     start = time.perf_counter()
-    loss_sum, loss_n, values = 0.0, 0, {}
+    values: dict[str, float] = {}
     labels: torch.Tensor | None
-    for step in range(1, options.steps + 1):
+    for step in loop.steps(options.steps):
         # 2. a batch; labels dropped to the null class with probability class_dropout
         x0, labels = next(stream)
         x0 = x0.to(device)
-        labels = drop_labels(labels, options.class_dropout, null_class, g).to(device) if conditional else None
+        labels = drop_labels(labels, options.class_dropout, null_class, g_noise).to(device) if conditional else None
         # 3. t ~ U{0..T-1} (antithetic), eps ~ N(0, I); loss || eps - eps_theta(x_t, t, c) ||^2
-        t = sample_timesteps(len(x0), options.num_train_timesteps, g, options.antithetic)
-        noise = torch.randn(x0.shape, generator=g).to(device)
-        loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
-        # 4. optimizer step, then the EMA follows the new weights
+        t = sample_timesteps(len(x0), options.num_train_timesteps, g_noise, options.antithetic)
+        noise = torch.randn(x0.shape, generator=g_noise).to(device)
+        with torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteError(
+                f"the training loss became {loss_value} at step {step}: lower the learning rate (--set lr=...)"
+            )
+        # 4. optimizer step (gradients averaged over the processes), then the EMA follows the new weights
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        all_reduce_mean_([p.grad for p in unet.parameters() if p.grad is not None], world)
+        scaler.unscale_(optimizer)  # the same gradients on every process: the same overflow decision
         if options.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), options.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         lr_scheduler.step()
         ema.step(unet.parameters())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step}: lower the learning rate")
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        acc.add(loss_value)
         if step % options.log_every == 0 or step == options.steps:
-            values = {
-                "loss": loss_sum / loss_n,
-                "lr": optimizer.param_groups[0]["lr"],
-                "elapsed": time.perf_counter() - start,
-            }
-            loss_sum, loss_n = 0.0, 0
+            values = mean_values(
+                {"loss": acc.take(), "lr": optimizer.param_groups[0]["lr"], "elapsed": time.perf_counter() - start},
+                world,
+            )
             if on_step is not None:
                 on_step(step, values)
 
@@ -166,6 +199,32 @@ def train_model(
         final_loss=float(values.get("loss", float("nan"))),
         last=values,
     )
+
+
+def train_stream(world: World) -> str:
+    """The name of a process's own random stream in a multi-process ``train`` (``train.rank1of2``)."""
+    return f"train.rank{world.rank}of{world.size}"
+
+
+class _LossSum:
+    """The training loss summed since the last log line (checkpointed: a resumed run logs the same means)."""
+
+    def __init__(self) -> None:
+        self.total, self.n = 0.0, 0
+
+    def add(self, value: float) -> None:
+        self.total, self.n = self.total + value, self.n + 1
+
+    def take(self) -> float:
+        mean = self.total / self.n if self.n else float("nan")
+        self.total, self.n = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "n": self.n}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.n = float(state["total"]), int(state["n"])
 
 
 def resolve_train_options(

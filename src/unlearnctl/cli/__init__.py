@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from types import FrameType
 
-from ..errors import ExitCode, Interrupted, signal_name
-
-#: signals that stop a command like Ctrl-C does (cleaning up), with exit code 128 + their number
-STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGHUP")
+from ..errors import ExitCode, signal_name
 
 
 def main() -> int:
@@ -36,20 +32,17 @@ def main() -> int:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP raise :class:`~unlearnctl.errors.Interrupted` (a ``KeyboardInterrupt``: the
-    command cleans up as on Ctrl-C and exits with 128 + the signal's number); SIGXFSZ is ignored (as
-    Python does at start-up, unless embedded without its signal handlers), so that a file-size limit
-    (``ulimit -f``) makes the write fail with EFBIG, which is cleaned up and reported in one line,
-    instead of killing the process midway. Only from the main thread."""
-    for name in STOP_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _stop)
+    """SIGINT, SIGTERM and SIGHUP go to :func:`unlearnctl.stopping.handle`: outside a step loop they stop
+    the command at once (it cleans up as on Ctrl-C and exits with 128 + the signal's number); inside one
+    the step finishes and a checkpoint is written first. SIGXFSZ is ignored (as Python does at start-up,
+    unless embedded without its signal handlers), so that a file-size limit (``ulimit -f``) makes the
+    write fail with EFBIG, which is cleaned up and reported in one line, instead of killing the process
+    midway. Only from the main thread."""
+    from .. import stopping
+
+    stopping.install()
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum)
 
 
 def report_stop(exc: KeyboardInterrupt) -> int:

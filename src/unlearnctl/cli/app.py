@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval_cmd",
     "sample_cmd",
     "train_cmd",
+    "runs_cmd",
     "judge_cmd",
     "compare_cmd",
     "replay_cmd",

@@ -117,7 +117,8 @@ def interrupt_code(exc: KeyboardInterrupt) -> int:
 
 def interrupt_message(exc: KeyboardInterrupt) -> str:
     signum = getattr(exc, "signum", None)
-    return f"stopped by {signal_name(signum)}" if isinstance(signum, int) else "interrupted"
+    what = f"stopped by {signal_name(signum)}" if isinstance(signum, int) else "interrupted"
+    return what + str(getattr(exc, "detail", "") or "")
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str]:

@@ -132,7 +132,9 @@ def protocol_line(payload: dict[str, Any]) -> str:
     parts = [
         f"{p['sampler']} {p['steps']} steps, eta {p['eta']}, guidance {p['guidance']}",
         f"{p['samples_per_class']} samples/class, seed {p['seed']}",
-        f"device {p['device']}" + (f", CPU threads {p['cpu_threads']}" if p["device"] == "cpu" else ""),
+        f"device {p['device']}"
+        + (f", CPU threads {p['cpu_threads']}" if p["device"] == "cpu" else "")
+        + (f", {p['processes']} processes" if p.get("processes", 1) > 1 else ""),
         f"weights: {payload['model']['weights']}"
         + (f" vs. {payload['reference']['weights']}" if payload.get("reference") else ""),
     ]
@@ -222,6 +224,14 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", help="Sampler steps.")] = 50,
         guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance w.")] = 2.0,
         eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0 deterministic, 1 ancestral-like).")] = 0.0,
+        batch_size: Annotated[
+            int,
+            typer.Option(
+                "--batch-size",
+                help="Images per forward pass when sampling; under a launcher, the unit of work each process "
+                "takes (docs/scaling.md).",
+            ),
+        ] = 256,
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
         threads: Annotated[int | None, threads_option("torch's: OMP_NUM_THREADS or the core count")] = None,
@@ -236,9 +246,11 @@ def register(app: typer.Typer) -> None:
         """Forgetting and utility metrics of a model and its reference, side by side, under one protocol.
 
         Writes metrics.json (every protocol knob, the sampling cost, all values) and before/after sample
-        grids (samples/eval-*.png) into the run folder.
+        grids (samples/eval-*.png) into the run folder. Under `torchrun` or `accelerate launch` the sampling
+        is shared among the processes and the numbers are the same as with one process (docs/scaling.md).
         """
         from ..commands.eval import EvalRequest, evaluate
+        from ..distributed import main_process_env
         from .progress import attach_progress
 
         if sampler not in ("ddim", "ddpm"):
@@ -262,12 +274,16 @@ def register(app: typer.Typer) -> None:
             guidance=guidance,
             eta=eta,
             seed=seed,
+            batch_size=batch_size,
             device=device,
             threads=threads,
             out=out,
             overwrite=overwrite,
             command=command_line(ctx),
         )
+        if not main_process_env():  # another process of a launched run: it samples its share, the main one reports
+            evaluate(request, registry)
+            return
         with attach_progress(registry, err_console if json_output else console):
             result = evaluate(request, registry)
         print_data_warnings((result.payload["protocol"].get("dataset") or {}).get("warnings"))

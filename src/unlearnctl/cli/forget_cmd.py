@@ -10,17 +10,22 @@ from rich.table import Table
 
 from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
 from .options import (
+    CheckpointEveryOption,
     DataDirOption,
     DataOptions,
     DeviceOption,
     JsonFlag,
+    KeepCheckpointsFlag,
     ModelOption,
+    PrecisionOption,
+    ResumeOption,
     SeedOption,
     config_option,
     run_out_option,
     set_option,
     threads_option,
 )
+from .runs_cmd import is_main_process, only_resume, print_stale_runs
 from .verify_cmd import NoVerifyFlag
 
 
@@ -57,6 +62,16 @@ def run_json(result: Any) -> dict[str, Any]:
     return {"run_dir": str(result.run_dir), "manifest": result.manifest.model_dump(mode="json")}
 
 
+def finish_run(result: Any, json_output: bool, title: str) -> None:
+    """The summary of a finished ``forget``/``train``/``replay`` (main process only)."""
+    if not is_main_process():
+        return
+    if json_output:
+        print_json(run_json(result))
+    else:
+        print_run_summary(result, title)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``forget`` to the ``unlearnctl`` app."""
 
@@ -86,9 +101,7 @@ def register(app: typer.Typer) -> None:
         seed: SeedOption = 0,
         steps: Annotated[int | None, typer.Option("--steps", help="Override the method's number of steps.")] = None,
         device: DeviceOption = "auto",
-        precision: Annotated[
-            str, typer.Option("--precision", help="fp32, or bf16/fp16 autocast on cuda/mps.")
-        ] = "fp32",
+        precision: PrecisionOption = None,
         grid_per_class: Annotated[
             int,
             typer.Option(
@@ -96,6 +109,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 8,
         threads: Annotated[int | None, threads_option("1 on cpu, torch's default on a GPU")] = None,
+        checkpoint_every: CheckpointEveryOption = 50,
+        keep_checkpoints: KeepCheckpointsFlag = False,
+        resume: ResumeOption = None,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
@@ -103,10 +119,17 @@ def register(app: typer.Typer) -> None:
 
         Example: unlearnctl forget --classes 2
         """
-        from ..commands.forget import ForgetRequest, prepare_forget, run_forget
+        from ..commands.forget import ForgetRequest, prepare_forget, resume_forget, run_forget
         from .progress import attach_progress
 
         registry = load_registry()
+        if resume is not None:
+            only_resume(ctx, "forget")
+            prepared = resume_forget(resume, registry)
+            with attach_progress(registry, err_console if json_output else console):
+                result = run_forget(prepared)
+            finish_run(result, json_output, "forget: done")
+            return
         request = ForgetRequest(
             model=model,
             dataset=dataset,
@@ -124,13 +147,14 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             grid_per_class=grid_per_class,
             threads=threads,
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
             command=command_line(ctx),
         )
         prepared = prepare_forget(request, registry)  # every check; nothing written yet
-        print_data_warnings(prepared.dataset.warnings)
+        if prepared.world.is_main:
+            print_data_warnings(prepared.dataset.warnings)
+            print_stale_runs(prepared.out.parent)
         with attach_progress(registry, err_console if json_output else console):
             result = run_forget(prepared)
-        if json_output:
-            print_json(run_json(result))
-        else:
-            print_run_summary(result, "forget: done")
+        finish_run(result, json_output, "forget: done")

@@ -120,3 +120,37 @@ def config_option(what: str) -> Any:
 
 #: ``json_output: JsonFlag = False``: the ``--json`` flag of commands that report results
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+# --- long runs: precision, checkpoints, resume (docs/resume.md, docs/scaling.md) -----------------------
+
+#: ``precision: PrecisionOption = None``
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, or bf16/fp16 autocast on cuda/mps [default: accelerate launch's --mixed_precision, else fp32].",
+        show_default=False,
+    ),
+]
+#: ``checkpoint_every: CheckpointEveryOption = N``
+CheckpointEveryOption = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-every", min=0, help="Steps between checkpoints (0: only when stopped by a signal)."
+    ),
+]
+#: ``keep_checkpoints: KeepCheckpointsFlag = False``
+KeepCheckpointsFlag = Annotated[
+    bool,
+    typer.Option("--keep-checkpoints", help="Keep the checkpoints in the finished run folder (checkpoints/)."),
+]
+#: ``resume: ResumeOption = None``
+ResumeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue the interrupted run writing this folder (its --out) from its newest checkpoint; "
+        "takes no other option.",
+        show_default=False,
+    ),
+]

@@ -57,11 +57,15 @@ def register(app: typer.Typer) -> None:
             command=command_line(ctx),
             data_dir=data_dir,
         )
-        print_data_warnings(prepared.prepared.dataset.warnings)
-        for warning in prepared.warnings:
-            print_warning(f"environment differs from the recorded run: {warning}")
+        main = prepared.prepared.world.is_main
+        if main:
+            print_data_warnings(prepared.prepared.dataset.warnings)
+            for warning in prepared.warnings:
+                print_warning(f"environment differs from the recorded run: {warning}")
         with attach_progress(registry, err_console if json_output else console):
             result = run_replay(prepared)
+        if not main:
+            return
         if json_output:
             print_json({**run_json(result), "verified": result.verified, "warnings": result.warnings})
             return

@@ -30,6 +30,14 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 50,
         guidance: Annotated[float, typer.Option("--guidance", "-w", help="Classifier-free guidance w (0: off).")] = 2.0,
         eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0: deterministic).")] = 0.0,
+        batch_size: Annotated[
+            int,
+            typer.Option(
+                "--batch-size",
+                help="Images per forward pass; under a launcher, the unit of work each process takes "
+                "(docs/scaling.md).",
+            ),
+        ] = 256,
         device: DeviceOption = "auto",
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
@@ -37,30 +45,38 @@ def register(app: typer.Typer) -> None:
         """Generate images from a model: one PNG per image, grid.png and samples.json in --out.
 
         Example: unlearnctl sample --model ddpm-digits --class 3 --num 64 --out samples/3
+
+        Under `torchrun` or `accelerate launch` the batches are shared among the processes; the files are
+        the same as with one process (docs/scaling.md).
         """
         from pydantic import ValidationError
 
         from ..commands.sample import Streamed, check_out_folder, sample_to_folder, write_json_object
+        from ..distributed import init_world
         from ..errors import UsageError
         from ..inputs import load_model
         from ..runtime import resolve_device
         from ..sampling import SampleOptions, resolve_model_class
 
         try:
-            options = SampleOptions(sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+            options = SampleOptions(sampler=sampler, steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
-            raise UsageError(f"--{err['loc'][0]}: got {err.get('input')!r}: {err['msg']}") from None
+            flag = str(err["loc"][0]).replace("_", "-")
+            raise UsageError(f"--{flag}: got {err.get('input')!r}: {err['msg']}") from None
         if num < 1:
             raise UsageError(f"--num must be >= 1, got {num}")
         check_out_folder(out)
-        resolved = resolve_device(device)
+        # under a launcher: this process's place and device (cuda:LOCAL_RANK); one process: unchanged
+        world, resolved = init_world(resolve_device(device))
         registry = load_registry()
         loaded = load_model(model, registry)
         class_id = resolve_model_class(loaded, class_) if class_ is not None else None
         result = sample_to_folder(
-            loaded, out, num, class_id, options, seed, resolved, model_spec=model, registry=registry
+            loaded, out, num, class_id, options, seed, resolved, model_spec=model, registry=registry, world=world
         )
+        if not world.is_main:  # the main process reports
+            return
         if json_output:  # written path by path: a large --num is never one string in memory
             files = Streamed(str(p) for p in result.files)
             payload = {"out": str(result.out), "files": files, "seconds": result.seconds}

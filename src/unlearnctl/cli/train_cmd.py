@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from ..errors import UsageError
 from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
 from .options import (
+    CheckpointEveryOption,
     DataDirOption,
     DataOptions,
     DeviceOption,
     JsonFlag,
+    KeepCheckpointsFlag,
+    PrecisionOption,
+    ResumeOption,
     SeedOption,
     config_option,
     run_out_option,
     set_option,
 )
+from .runs_cmd import is_main_process, only_resume, print_stale_runs
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +35,14 @@ def register(app: typer.Typer) -> None:
     def train_command(
         ctx: typer.Context,
         dataset: Annotated[
-            str, typer.Option("--dataset", "-d", help="Dataset to train on (`unlearnctl list datasets`).")
-        ],
+            str | None,
+            typer.Option(
+                "--dataset",
+                "-d",
+                help="Dataset to train on (`unlearnctl list datasets`); required.",
+                show_default=False,
+            ),
+        ] = None,
         out: Annotated[Path | None, run_out_option("runs/<UTC time>-train-<dataset>/")] = None,
         classes: Annotated[
             str | None,
@@ -45,8 +57,12 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, config_option("Training options")] = None,
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
+        precision: PrecisionOption = None,
         data_dir: DataDirOption = None,
         data_options: DataOptions = None,
+        checkpoint_every: CheckpointEveryOption = 500,
+        keep_checkpoints: KeepCheckpointsFlag = False,
+        resume: ResumeOption = None,
         json_output: JsonFlag = False,
     ) -> None:
         """Train a class-conditional DDPM from scratch; write a run folder (model/, samples/, log.jsonl, manifest.json).
@@ -54,10 +70,18 @@ def register(app: typer.Typer) -> None:
         With --classes/--forget the model sees only the remaining set. Example:
         unlearnctl train --dataset digits --out runs/digits --steps 6000
         """
-        from ..commands.train import TrainRequest, run_train
+        from ..commands.train import TrainRequest, resume_train, run_train
         from .progress import attach_progress
 
         registry = load_registry()
+        if resume is not None:
+            only_resume(ctx, "train")
+            with attach_progress(registry, err_console if json_output else console):
+                result = resume_train(resume, registry)
+            _print_result(result, json_output)
+            return
+        if dataset is None:
+            raise UsageError("missing option '--dataset': name the dataset to train on (`unlearnctl list datasets`)")
         request = TrainRequest(
             dataset=dataset,
             out=out,
@@ -72,22 +96,33 @@ def register(app: typer.Typer) -> None:
             data_options=list(data_options or []),
             on_data_warning=print_data_warnings,
             command=command_line(ctx),
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            precision=precision,
         )
+        print_stale_runs(Path(out).parent if out is not None else Path("runs"))
         with attach_progress(registry, err_console if json_output else console):
             result = run_train(request, registry)
-        m = result.manifest
-        if json_output:
-            print_json({"run_dir": str(result.run_dir), "manifest": m.model_dump(mode="json")})
-            return
-        table = Table(title="trained", show_header=False, title_justify="left", box=None, padding=(0, 2))
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
-        table.add_row("run folder", str(result.run_dir))
-        table.add_row("dataset", f"{m.dataset.name}: {m.extra.get('train_images')} of {m.dataset.size} images")
-        if m.forget is not None:
-            left_out = ", ".join(f"{s.name}:{s.argument}" for s in m.forget.selectors)
-            table.add_row("left out", f"{m.forget.size} images ({left_out})")
-        table.add_row("steps", f"{m.optimizer_steps} in {m.wall_time_s:.1f} s on {m.environment.device}")
-        table.add_row("final", "  ".join(f"{k}={v:.4g}" for k, v in m.final_losses.items()))
-        table.add_row("model", f"{result.run_dir / 'model'} (EMA weights)")
-        console.print(table)
+        _print_result(result, json_output)
+
+
+def _print_result(result: Any, json_output: bool) -> None:
+    """The summary of a finished ``train`` (main process only)."""
+    if not is_main_process():
+        return
+    m = result.manifest
+    if json_output:
+        print_json({"run_dir": str(result.run_dir), "manifest": m.model_dump(mode="json")})
+        return
+    table = Table(title="trained", show_header=False, title_justify="left", box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("run folder", str(result.run_dir))
+    table.add_row("dataset", f"{m.dataset.name}: {m.extra.get('train_images')} of {m.dataset.size} images")
+    if m.forget is not None:
+        left_out = ", ".join(f"{s.name}:{s.argument}" for s in m.forget.selectors)
+        table.add_row("left out", f"{m.forget.size} images ({left_out})")
+    table.add_row("steps", f"{m.optimizer_steps} in {m.wall_time_s:.1f} s on {m.environment.device}")
+    table.add_row("final", "  ".join(f"{k}={v:.4g}" for k, v in m.final_losses.items()))
+    table.add_row("model", f"{result.run_dir / 'model'} (EMA weights)")
+    console.print(table)

@@ -24,8 +24,11 @@ from ..contexts.evaluation import (
     EvalContext,
     EvalShared,
     SamplingProtocol,
+    end_sample_requests,
+    serve_sample_requests,
 )
 from ..diffusion import Sampler
+from ..distributed import SINGLE, World, init_world
 from ..errors import UsageError
 from ..inputs import base_model_spec, parse_data_options, resolve_data_dir
 from ..inputs import dataset_options as resolve_dataset_options
@@ -71,6 +74,8 @@ class EvalRequest:
     guidance: float = 2.0
     eta: float = 0.0
     seed: int = 0
+    #: images per forward pass when sampling; with several processes, the unit of work each one takes
+    batch_size: int = 256
     device: str = "auto"
     #: torch intra-op CPU threads while evaluating (None: torch's default, which follows OMP_NUM_THREADS)
     threads: int | None = None
@@ -102,6 +107,8 @@ class EvalResult:
     grids: dict[str, Path]
     #: one-line notes for the user (the reference does not match the manifest...)
     notes: list[str]
+    #: the processes that evaluated; only the main one has the payload and wrote the files
+    world: World = SINGLE
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,8 @@ def check_request(req: EvalRequest) -> tuple[Path | None, torch.device]:
         raise UsageError("--num-samples must be at least 2 (samples per class)")
     if req.steps < 1:
         raise UsageError("--steps must be at least 1")
+    if req.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
     return given_data_dir, resolve_device(req.device)
 
 
@@ -295,6 +304,7 @@ def sampling_protocol(req: EvalRequest, model: DiffusionModel) -> SamplingProtoc
         guidance=req.guidance if model.conditional else 0.0,
         samples_per_class=req.num_samples,
         seed=req.seed,
+        batch_size=req.batch_size,
     )
 
 
@@ -307,6 +317,8 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
     registry = registry or get_registry()
     req = request
     given_data_dir, device = check_request(req)
+    # under a launcher: this process's place and device (cuda:LOCAL_RANK); one process: unchanged
+    world, device = init_world(device)
     metrics = select_metrics(req, registry)
     out_dir = output_folder(req)
 
@@ -334,6 +346,7 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
         forget_ids=None,
         registry=registry,
         data_dir=data.data_dir,
+        world=world,
     )
     manifest = subject.manifest
     if manifest is not None and manifest.forget is not None and req.classes is None and not req.dataset:
@@ -351,15 +364,36 @@ def run_eval(prepared: PreparedEval) -> EvalResult:
 
     Progress goes through the lifecycle hooks (a run of kind ``"eval"``): ``step_logged`` after each
     metric of each model (``values``: ``seconds``), ``run_finished`` with the :class:`EvalResult`.
+
+    With several processes (``prepared.shared.world``) the main process does all of that; the others
+    only compute their share of each draw of samples it makes (:func:`serve_sample_requests`) and return
+    an empty result once it has written the files.
     """
     p = prepared
     start = time.perf_counter()
     shared = p.shared
+    world = shared.world
+    # informational: the images and the numbers do not depend on it (docs/scaling.md)
+    shared.records["processes"] = world.size
     if shared.judge is not None:
         shared.judge.to(shared.device)
     contexts: dict[str, EvalContext] = {"model": EvalContext("model", p.subject.model, p.subject.spec, shared)}
     if p.reference is not None:
         contexts["reference"] = EvalContext("reference", p.reference.model, p.reference.spec, shared)
+    if not world.is_main:
+        serve_sample_requests(contexts)
+        return EvalResult({}, None, {}, [], world=world)
+    try:
+        result = _evaluate_on_main(p, contexts, start)
+    except Exception:
+        end_sample_requests(shared)  # the other processes stop waiting; this one reports the error
+        raise
+    end_sample_requests(shared)
+    return result
+
+
+def _evaluate_on_main(p: PreparedEval, contexts: dict[str, EvalContext], start: float) -> EvalResult:
+    shared = p.shared
     for metric in p.metrics:
         # check settings and build expensive pieces before any sampling (fail early); a no-op by default
         metric.prepare(contexts["model"])
@@ -395,7 +429,7 @@ def run_eval(prepared: PreparedEval) -> EvalResult:
         if (p.out_dir / MANIFEST_FILE).is_file():  # a run folder: `unlearnctl verify` covers what eval added
             # paths relative to the run folder: out_dir itself may be relative to the working directory
             record_files(p.out_dir, [METRICS_FILE, *(g.relative_to(p.out_dir) for g in grids.values())])
-    result = EvalResult(payload, metrics_path, grids, p.notes)
+    result = EvalResult(payload, metrics_path, grids, p.notes, world=shared.world)
     hook.run_finished(run=run, result=result)
     return result
 

@@ -7,6 +7,7 @@ does the work inside an atomic run folder (``manifest.json`` written last).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -18,13 +19,14 @@ from typing import Any
 
 import torch
 
+from .. import inprogress
+from ..checkpoints import StepLoop, latest_checkpoint
 from ..components import Method
 from ..config import load_config_file
 from ..contexts.unlearn import UnlearnRun
 from ..data.sets import ForgetSplit, ImageSet, split_forget
-from ..diffusion import sample
+from ..distributed import World, barrier, broadcast_from_main, init_world, launcher_precision, main_process_env
 from ..errors import UsageError, VerificationError
-from ..grids import save_grid, save_labelled_grid
 from ..inputs import (
     check_model_data,
     component_config,
@@ -41,6 +43,7 @@ from ..lifecycle import Lifecycle
 from ..manifest import (
     ComponentConfig,
     DatasetRecord,
+    DistributedRecord,
     ForgetSetRecord,
     Manifest,
     ReplayRecord,
@@ -54,6 +57,7 @@ from ..models.folder import DiffusionModel, folder_sha256, state_sha256
 from ..provenance import with_current_provider
 from ..registry import get_registry
 from ..rundir import (
+    CHECKPOINTS_DIR,
     LOG_FILE,
     MANIFEST_FILE,
     MODEL_DIR,
@@ -69,21 +73,14 @@ from ..runtime import (
     Precision,
     check_precision,
     resolve_device,
-    seeded_generator,
     set_determinism,
     stream_seed,
     torch_threads,
 )
-from ..sampling import SampleOptions
+from .forget_grids import GRID_SAMPLER, MAX_GRID_PER_CLASS, grid_classes, write_grids
 
 DEFAULT_MODEL = "ddpm-digits"
 DEFAULT_METHOD = "erasediff"
-#: kept classes shown in the sample grids next to the forgotten ones
-GRID_KEPT_CLASSES = 3
-#: the sampler of the before/after grids: the tool's defaults (``sampling.SampleOptions``)
-GRID_SAMPLER = SampleOptions()
-#: the most images per class a before/after grid shows (``--grid-per-class``; docs/errors.md)
-MAX_GRID_PER_CLASS = 64
 
 # --- forget: requests, preparation, execution ----------------------------------------------------
 
@@ -109,9 +106,14 @@ class ForgetRequest:
     seed: int = 0
     steps: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    #: fp32, bf16 or fp16; None: what ``accelerate launch --mixed_precision`` asked for, else fp32
+    precision: str | None = None
     #: images per class in each before/after sample grid (0: no grids)
     grid_per_class: int = 8
+    #: a checkpoint every this many steps (0: only when a stop signal comes; docs/resume.md)
+    checkpoint_every: int = 50
+    #: keep the checkpoints in the finished run folder (``checkpoints/``) instead of removing them
+    keep_checkpoints: bool = False
     #: torch CPU threads; None: 1 on a CPU device (see docs/forget.md), torch's default on an accelerator
     threads: int | None = None
     #: the command line (argv without the program name) recorded in the manifest
@@ -135,8 +137,8 @@ class Recorded:
     dataset_fingerprint: str
     forget_fingerprint: str
     forget_size: int
-    #: the replayed run, recorded in the new manifest (``replay_of``)
-    replay_of: ReplayRecord
+    #: the replayed run, recorded in the new manifest (``replay_of``; None: a resumed ``forget``)
+    replay_of: ReplayRecord | None
 
 
 @dataclass
@@ -162,6 +164,11 @@ class PreparedForget:
     #: set by replay: the run replayed, and whether to compare the output sha256 with it
     replay_of: ReplayRecord | None = None
     verify: bool = False
+    #: this process's place in a multi-process run
+    world: World = field(default_factory=World)
+    #: a resumed run: the ``.NAME.partial-*`` folder it continues (main process; True elsewhere)
+    partial: Path | None = None
+    resuming: bool = False
 
 
 @dataclass
@@ -185,8 +192,10 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     # 1. device and precision; the shape of --data-dir and --data-option
     data_dir = resolve_data_dir(req.data_dir)
     parse_data_options(req.data_options)
-    device = resolve_device(req.device)
-    precision = check_precision(req.precision, device)
+    world, device = init_world(resolve_device(req.device))
+    precision = check_precision(req.precision or launcher_precision(), device)
+    if req.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0 (0: only when stopped), got {req.checkpoint_every}")
     if req.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {req.seed}")
     if req.steps is not None and req.steps < 1:
@@ -265,68 +274,8 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
         input_sha256=input_sha256,
         command=command,
         replay_of=rec.replay_of if rec is not None else None,
+        world=world,
     )
-
-
-def _grid_classes(model: DiffusionModel, split: ForgetSplit) -> tuple[list[int], list[int]]:
-    """Forgotten classes and up to ``GRID_KEPT_CLASSES`` kept classes, spread over the kept ones."""
-    if not model.conditional:
-        return [], []
-    forgotten = list(split.forget_classes)
-    if not forgotten:  # not whole classes: show the classes most represented in the forget set
-        counts: dict[int, int] = {}
-        for lbl in split.forget.labels:
-            if lbl >= 0:
-                counts[lbl] = counts.get(lbl, 0) + 1
-        forgotten = sorted(sorted(counts, key=lambda c: (-counts[c], c))[:GRID_KEPT_CLASSES])
-    kept_all = [c for c in split.remain_classes if c not in forgotten]
-    if len(kept_all) > GRID_KEPT_CLASSES:
-        stride = len(kept_all) / GRID_KEPT_CLASSES
-        kept = [kept_all[int(i * stride)] for i in range(GRID_KEPT_CLASSES)]
-    else:
-        kept = kept_all
-    return forgotten, kept
-
-
-def _write_grids(
-    model: DiffusionModel,
-    classes: tuple[list[int], list[int]],
-    n: int,
-    seed: int,
-    device: torch.device,
-    folder: Path,
-    phase: str,
-) -> dict[str, str]:
-    """Sample ``n`` images per class (same seed before and after, so the grids compare image by image)."""
-
-    if n <= 0:
-        return {}
-    o = GRID_SAMPLER
-
-    def draw(num: int, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        return sample(
-            model, num, labels, generator=generator, sampler=o.sampler, steps=o.steps, guidance=o.guidance,
-            eta=o.eta, clip_sample=o.clip_sample, batch_size=o.batch_size, device=device,
-        )  # fmt: skip
-
-    files: dict[str, str] = {}
-    forgotten, kept = classes
-    groups = {"forgotten": forgotten, "kept": kept} if model.conditional else {"samples": []}
-    for group, group_classes in groups.items():
-        if model.conditional and not group_classes:
-            continue
-        generator = seeded_generator(seed, "samples")
-        name = f"{group}-{phase}.png"
-        if model.conditional:
-            labels = torch.tensor([c for c in group_classes for _ in range(n)], dtype=torch.long)
-            images = draw(len(labels), labels, generator)
-            names = [model.class_names[c] if c < len(model.class_names) else str(c) for c in group_classes]
-            save_labelled_grid(images, names, folder / name, nrow=n)
-        else:
-            images = draw(4 * n, None, generator)
-            save_grid(images, folder / name, nrow=n)
-        files[f"{group}-{phase}"] = f"{SAMPLES_DIR}/{name}"
-    return files
 
 
 def run_forget(prepared: PreparedForget) -> ForgetResult:
@@ -341,13 +290,28 @@ def run_forget(prepared: PreparedForget) -> ForgetResult:
 def _run_forget(prepared: PreparedForget) -> ForgetResult:
     p = prepared
     req = p.request
-    hook = Lifecycle.of(p.registry)
+    world = p.world
+    hook = Lifecycle.of(p.registry) if world.is_main else None
     set_determinism(p.device)
-    started = datetime.now(UTC)
-    t0 = time.perf_counter()
     model = p.model
-    grid_classes = _grid_classes(model, p.split)
-    with atomic_run_dir(p.out) as tmp:
+    classes = grid_classes(model, p.split)
+    resume_command = f"unlearnctl forget --resume {p.out}"
+    folder = (
+        atomic_run_dir(p.out, partial=p.partial, keep=lambda tmp: inprogress.keep_hint(tmp, resume_command))
+        if world.is_main
+        else contextlib.nullcontext(None)
+    )
+    manifest: Manifest | None = None
+    with folder as tmp, contextlib.ExitStack() as held:
+        checkpoint = None
+        if tmp is not None:
+            lock = inprogress.lock(tmp)  # held until the run ends: a live run's folder is not stale
+            if lock is not None:
+                held.callback(lock.close)
+            if p.partial is None:
+                inprogress.write_resume(tmp, "forget", resume_request(p), p.method.total_steps())
+            else:
+                checkpoint = latest_checkpoint(tmp / CHECKPOINTS_DIR)
         runner_config = {
             "steps": p.method.total_steps(),
             "device": p.device.type,
@@ -355,6 +319,15 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             "grid_per_class": req.grid_per_class,
             "threads": torch.get_num_threads(),
         }
+        loop = StepLoop(
+            p.method.total_steps(),
+            folder=(tmp if tmp is not None else p.out) / CHECKPOINTS_DIR,
+            every=req.checkpoint_every,
+            resume=checkpoint,
+            resuming=p.resuming,
+            world=world,
+            resume_hint=resume_command,
+        )
         run = UnlearnRun(
             model,
             p.split,
@@ -368,79 +341,149 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             description=f"{p.method.name} {req.model}",
             config={"method": p.method_config.model_dump(), "runner": runner_config},
             hook=hook,
+            loop=loop,
+            world=world,
         )
-        (tmp / LOG_FILE).touch()
-        # 1. samples of the input model (the same seed is used after, image for image)
-        samples = _write_grids(model, grid_classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "before")
+        held.callback(run.close)
+        samples: dict[str, str] = {}
+        if tmp is not None:
+            (tmp / LOG_FILE).touch()
+            # 1. samples of the input model (the same seed is used after, image for image); a resumed run
+            #    wrote them before it was stopped
+            samples = write_grids(
+                model, classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "before"
+            )
         # 2. the method
-        hook.run_started(run=run)
+        if hook is not None:
+            hook.run_started(run=run)
         model.unet.train()
         p.method.unlearn(run)
         saved = run.finish()
         model.unet.eval()
-        # 3. samples of the unlearned model, then the model folder
-        samples.update(
-            _write_grids(model, grid_classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "after")
-        )
         model.unet.to("cpu")
         output_sha = state_sha256(model.unet)
-        replay_of = p.replay_of
-        if replay_of is not None and p.verify:
-            replay_of = replay_of.model_copy(update={"verified": output_sha == replay_of.output_sha256})
-        out_model = _output_model(model, p, saved, run.ema_decay)
-        out_model.save(tmp / MODEL_DIR)
-        # 4. the manifest, last
-        finished = datetime.now(UTC)
-        manifest = Manifest(
-            kind="forget",
-            command=p.command,
-            seed=req.seed,
-            seeds={s: stream_seed(req.seed, s) for s in STREAMS},
-            method=p.method_config,
-            runner=runner_config,
-            dataset=p.dataset,
-            forget=ForgetSetRecord(
-                selectors=p.selectors,
-                size=len(p.split.forget),
-                fingerprint=p.split.forget_fingerprint,
-                remain_size=len(p.split.remain),
-                forget_classes=list(p.split.forget_classes),
-            ),
-            weights=WeightsRecord(
-                model=req.model,
-                model_path=str(p.model_path) if p.model_path else None,
-                preset=p.model_preset,
-                input_sha256=p.input_sha256,
-                output_sha256=output_sha,
-                output_files_sha256=folder_sha256(tmp / MODEL_DIR),
-                saved_weights=saved,
-            ),
-            environment=collect_environment(req.device, p.device, p.precision),
-            samples=SamplesRecord(
-                files=samples,
-                forgotten_classes=grid_classes[0],
-                kept_classes=grid_classes[1],
-                per_class=req.grid_per_class,
-                seed=stream_seed(req.seed, "samples"),
-                sampler=GRID_SAMPLER.model_dump(mode="json"),
+        if tmp is not None:
+            # 3. samples of the unlearned model, then the model folder
+            samples.update(
+                write_grids(model, classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "after")
             )
-            if samples
-            else None,
-            started_at=started,
-            finished_at=finished,
-            wall_time_s=round(time.perf_counter() - t0, 3),
-            optimizer_steps=run.optimizer_steps,
-            final_losses={k: float(v) for k, v in run.last_values.items() if _is_number(v)},
-            replay_of=replay_of,
-            files=hash_run_files(tmp),
-            extra=manifest_extra(run.extra),
-        )
-        manifest.write(tmp)
-        # the manifest's own sha256, so `unlearnctl verify` notices a change to the manifest itself
-        record_files(tmp, [MANIFEST_FILE])
+            replay_of = p.replay_of
+            if replay_of is not None and p.verify:
+                replay_of = replay_of.model_copy(update={"verified": output_sha == replay_of.output_sha256})
+            out_model = _output_model(model, p, saved, run.ema_decay)
+            out_model.save(tmp / MODEL_DIR)
+            inprogress.discard_resume_state(tmp, keep_checkpoints=req.keep_checkpoints)
+            # 4. the manifest, last
+            manifest = _manifest(p, run, runner_config, classes, samples, saved, output_sha, replay_of, tmp)
+            manifest.write(tmp)
+            # the manifest's own sha256, so `unlearnctl verify` notices a change to the manifest itself
+            record_files(tmp, [MANIFEST_FILE])
+    # every process returns the main process's manifest (the others wait for it: nothing is complete before)
+    manifest = broadcast_from_main(manifest, world)
+    barrier(world)
     run.work_dir = p.out  # renamed into place: the folder is whole
-    hook.run_finished(run=run, result=manifest)
+    if hook is not None:
+        hook.run_finished(run=run, result=manifest)
+    assert manifest is not None
     return ForgetResult(run_dir=p.out, manifest=manifest)
+
+
+def _manifest(
+    p: PreparedForget,
+    run: UnlearnRun,
+    runner_config: dict[str, Any],
+    grid_classes: tuple[list[int], list[int]],
+    samples: dict[str, str],
+    saved: str,
+    output_sha: str,
+    replay_of: ReplayRecord | None,
+    tmp: Path,
+) -> Manifest:
+    req = p.request
+    return Manifest(
+        kind="forget",
+        command=p.command,
+        seed=req.seed,
+        seeds={s: stream_seed(req.seed, s) for s in STREAMS},
+        method=p.method_config,
+        runner=runner_config,
+        dataset=p.dataset,
+        forget=ForgetSetRecord(
+            selectors=p.selectors,
+            size=len(p.split.forget),
+            fingerprint=p.split.forget_fingerprint,
+            remain_size=len(p.split.remain),
+            forget_classes=list(p.split.forget_classes),
+        ),
+        weights=WeightsRecord(
+            model=req.model,
+            model_path=str(p.model_path) if p.model_path else None,
+            preset=p.model_preset,
+            input_sha256=p.input_sha256,
+            output_sha256=output_sha,
+            output_files_sha256=folder_sha256(tmp / MODEL_DIR),
+            saved_weights=saved,
+        ),
+        environment=collect_environment(req.device, p.device, p.precision),
+        samples=SamplesRecord(
+            files=samples,
+            forgotten_classes=grid_classes[0],
+            kept_classes=grid_classes[1],
+            per_class=req.grid_per_class,
+            seed=stream_seed(req.seed, "samples"),
+            sampler=GRID_SAMPLER.model_dump(mode="json"),
+        )
+        if samples
+        else None,
+        started_at=run.started_at,
+        finished_at=datetime.now(UTC),
+        wall_time_s=round(time.perf_counter() - run.started, 3),
+        optimizer_steps=run.optimizer_steps,
+        final_losses={k: float(v) for k, v in run.last_values.items() if _is_number(v)},
+        replay_of=replay_of,
+        distributed=DistributedRecord.of(p.world, req.seed, p.precision) if p.world.distributed else None,
+        resumed_at=list(run.resumed_at),
+        files=hash_run_files(tmp),
+        extra=manifest_extra(run.extra),
+    )
+
+
+def resume_request(p: PreparedForget) -> dict[str, Any]:
+    """The request that ``--resume`` re-creates the run from, as JSON: the original one with everything it
+    resolved pinned and checked on resume as ``replay`` checks a manifest (the method's options, the
+    selectors, the input weights, the dataset and the forget set)."""
+    from pydantic import TypeAdapter
+
+    req = p.request
+    rec = Recorded(
+        method_options=dict(p.method_config.options),
+        selectors=list(p.selectors),
+        input_sha256=p.input_sha256,
+        model_location=str(Path(p.model_path).resolve()) if p.model_path else None,
+        dataset_fingerprint=p.dataset.fingerprint,
+        forget_fingerprint=p.split.forget_fingerprint,
+        forget_size=len(p.split.forget),
+        replay_of=p.replay_of,
+    )
+    pinned = copy.copy(req)
+    pinned.recorded, pinned.config, pinned.sets, pinned.steps = rec, None, [], None
+    pinned.command = list(p.command)
+    pinned.precision = p.precision
+    pinned.data_dir = Path(req.data_dir).resolve() if req.data_dir is not None else None
+    return TypeAdapter(ForgetRequest).dump_python(pinned, mode="json")
+
+
+def resume_forget(path: Path, registry: Any = None) -> PreparedForget:
+    """Prepare the interrupted ``forget`` whose run folder (or ``.NAME.partial-*`` folder) is ``path`` to
+    go on from its newest checkpoint; :func:`run_forget` then runs it. Its inputs must be unchanged."""
+    from pydantic import TypeAdapter
+
+    found = inprogress.resolve_resume(Path(path), "forget", check_live=main_process_env())
+    request = TypeAdapter(ForgetRequest).validate_python(inprogress.read_resume(found.path)["request"])
+    request.out = found.final
+    prepared = prepare_forget(request, registry)
+    prepared.partial, prepared.resuming = found.path, True
+    return prepared
 
 
 def _is_number(v: Any) -> bool:

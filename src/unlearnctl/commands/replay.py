@@ -156,7 +156,28 @@ def prepare_replay(
     )
     with rehashing(verify):  # --verify trusts no cached data-file hash
         prepared = prepare_forget(request, registry)
+    warnings += world_size_differences(original, prepared.world.size, verify)
     return PreparedReplay(original, path, prepared, warnings, verify)
+
+
+def world_size_differences(original: Manifest, size: int, verify: bool) -> list[str]:
+    """A warning (or, with ``verify``, an error) when the replay runs on another number of processes than
+    the run did: each process draws its own noise for its shard, so the weights depend on that number."""
+    recorded = original.distributed.world_size if original.distributed is not None else 1
+    if recorded == size:
+        return []
+    launch = "one process (no launcher)"
+    if recorded > 1:
+        launch = f"{recorded} processes (torchrun --nproc_per_node {recorded} ...)"
+    if verify:
+        raise UsageError(
+            f"the run was made by {recorded} process(es) and this replay runs {size}: it cannot be bit-identical; "
+            f"replay it with {launch}"
+        )
+    return [
+        f"the run was made by {recorded} process(es) and this replay runs {size}: each process draws its own noise, "
+        f"so the weights will differ (replay with {launch} for the same weights)"
+    ]
 
 
 def run_replay(prepared: PreparedReplay) -> ReplayResult:

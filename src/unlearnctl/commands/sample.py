@@ -4,9 +4,10 @@ Images are generated and written batch by batch, so memory does not grow with ``
 kept per image but what ``grid.png`` shows (at most :data:`GRID_MAX_IMAGES`), and ``samples.json`` is
 written item by item. The images, file names and ``samples.json`` are the same as when every image was
 generated at once: the initial noise is drawn in blocks that give the same numbers as one draw, and a
-sampler that draws step noise starts from the generator state after all of the initial noise (see
-:func:`generate_batches`). A ``--num`` whose files cannot fit on the disk is refused before any work
-(:func:`check_sample_space`).
+sampler that draws step noise draws it per image, keyed by the image's index (see
+:func:`generate_batches`). Under a launcher the processes share the batches and the main process writes
+the files, the same files as one process (docs/scaling.md). A ``--num`` whose files cannot fit on the
+disk is refused before any work (:func:`check_sample_space`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import torch
 
 from ..data.files import IndexedSequence
-from ..diffusion import sample
+from ..diffusion import draw_step_seed, sample, uses_step_noise
+from ..distributed import SINGLE, World, barrier, gather_to_main
 from ..errors import UsageError
 from ..grids import GRID_MIN_TILE, save_grid, save_labelled_grid, to_pil
 from ..lifecycle import Lifecycle, RunInfo
@@ -126,45 +128,74 @@ def check_steps(model: DiffusionModel, options: SampleOptions) -> None:
         raise UsageError(f"--steps {options.steps} is more than the model's {total} diffusion steps")
 
 
+class NoiseStream:
+    """The initial noise of ``num`` images from one generator, handed out by image range in increasing
+    order while holding at most two blocks: drawn :data:`NOISE_BLOCK`-aligned blocks at a time, which give
+    the same numbers as one draw of all of it (what :func:`unlearnctl.diffusion.sample` draws)."""
+
+    def __init__(self, generator: torch.Generator, num: int, shape: tuple[int, ...], block: int) -> None:
+        self.generator, self.num, self.shape, self.block = generator, num, shape, block
+        self.drawn = 0
+        self.blocks: list[tuple[int, torch.Tensor]] = []  # (first image, noise), in order
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """The noise of images ``start .. stop - 1`` (``start`` never below an earlier call's)."""
+        while self.drawn < stop:
+            first, count = self.drawn, min(self.block, self.num - self.drawn)
+            drawn = torch.randn((count, *self.shape), generator=self.generator)
+            self.drawn += count
+            if first + count > start:  # the noise of images before `start` is drawn and dropped
+                self.blocks.append((first, drawn))
+        self.blocks = [(first, noise) for first, noise in self.blocks if first + len(noise) > start]
+        parts = [noise[max(0, start - first) : stop - first] for first, noise in self.blocks if first < stop]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def generate_batches(
     model: DiffusionModel,
     plan: SamplePlan,
     options: SampleOptions,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    world: World = SINGLE,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None, float]]:
-    """``(first index, images, their labels, seconds)`` for each block of images, in order: the same
-    images as :func:`unlearnctl.sampling.generate` for all ``plan.num`` at once, holding one block.
+    """``(first index, images, their labels, seconds)`` for each round of batches, in order: the same
+    images as :func:`unlearnctl.sampling.generate` for all ``plan.num`` at once, holding one round.
 
-    :func:`~unlearnctl.sampling.generate` draws the initial noise of every image first, then the step
-    noise of each batch (DDPM, DDIM with eta > 0) from the same generator. Here the initial noise comes
-    block by block from one generator (blocks of whole :data:`NOISE_BLOCK` values give the same numbers),
-    and the step noise from a second one advanced past all of the initial noise first.
+    :func:`~unlearnctl.sampling.generate` computes batches of ``options.batch_size`` images from one
+    generator: a step-noise seed first when the sampler draws step noise (DDPM, DDIM with eta > 0), then
+    the initial noise of every image; each image's step noise comes from its own generator keyed by that
+    seed and its index. Here the same batches are computed a round at a time: the initial noise comes from
+    a :class:`NoiseStream`, and with several processes (``world``) each computes one batch of the round
+    and the main process receives the round in order (the others yield nothing). The same batches
+    of the same images in every case: the images do not depend on the number of processes.
     """
     o = options
     check_steps(model, o)
     shape = (model.channels, model.image_size, model.image_size)
-    block = math.lcm(o.batch_size, NOISE_BLOCK)  # a multiple of the batch size: the same batches as one call
-    noise_generator = torch.Generator().manual_seed(seed)
-    step_generator = noise_generator
-    if plan.num > block:
-        step_generator = torch.Generator().manual_seed(seed)
-        if o.sampler != "ddim" or o.eta != 0:
-            for start in range(0, plan.num, block):  # skip the initial noise, block by block
-                torch.randn((min(block, plan.num - start), *shape), generator=step_generator)
+    generator = torch.Generator().manual_seed(seed)
+    step_seed = draw_step_seed(generator) if uses_step_noise(o.sampler, o.eta) else None
+    # blocks of whole batches and whole NOISE_BLOCKs
+    noise = NoiseStream(generator, plan.num, shape, math.lcm(o.batch_size, NOISE_BLOCK))
     settings = {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "eta": o.eta}
+    per_round = o.batch_size * world.size  # one batch per process
     model.unet.to(device)
     try:
-        for start in range(0, plan.num, block):
+        for start in range(0, plan.num, per_round):
             began = time.perf_counter()
-            count = min(block, plan.num - start)
-            noise = torch.randn((count, *shape), generator=noise_generator)
-            labels = plan.labels(start, start + count)
-            images = sample(
-                model, count, labels, generator=step_generator, clip_sample=o.clip_sample, batch_size=o.batch_size,
-                device=device, noise=noise, **settings,  # type: ignore[arg-type]
-            )  # fmt: skip
-            yield start, images, labels, time.perf_counter() - began
+            count = min(per_round, plan.num - start)
+            mine = world.batch_shard(count, o.batch_size)
+            lo, hi = start + mine.start, start + mine.stop
+            images = torch.empty((0, *shape))
+            if hi > lo:
+                images = sample(
+                    model, hi - lo, plan.labels(lo, hi), clip_sample=o.clip_sample, batch_size=o.batch_size,
+                    device=device, noise=noise.take(lo, hi), step_seed=step_seed, first_index=lo,
+                    **settings,  # type: ignore[arg-type]
+                )  # fmt: skip
+            gathered = gather_to_main(images, world)
+            if gathered is not None:
+                yield start, gathered, plan.labels(start, start + count), time.perf_counter() - began
     finally:
         model.unet.to("cpu")
 
@@ -319,12 +350,18 @@ def sample_to_folder(
     device: torch.device | str = "cpu",
     model_spec: str | None = None,
     registry: Any = None,
+    world: World = SINGLE,
 ) -> SampleResult:
     """``unlearnctl sample``: ``num`` PNGs, ``grid.png`` and ``samples.json`` in ``out``.
 
     Written batch by batch in a temporary sibling folder and renamed when complete. Without
     ``class_id`` a conditional model samples every class evenly and the grid has one labelled row per
     class. With ``registry``, its plugins' lifecycle hooks see a run of kind ``"sample"`` (no steps).
+
+    With several processes (``world``, every process calls this) each process computes its batches of
+    each round (:func:`generate_batches`); the main process alone writes the files, fires the lifecycle
+    hooks and renames the folder, and the others wait for it at a barrier. The files are byte for byte
+    those of one process.
     """
     o = options or SampleOptions()
     out = Path(out)
@@ -334,6 +371,13 @@ def sample_to_folder(
     check_steps(model, o)
     check_sample_space(model, out, num)
     plan = SamplePlan(model, num, class_id)
+    labels_seq = None if not plan.conditional else _Lazy(num, lambda i: plan.label(i))
+    files = _Lazy(num, lambda i: out / plan.file_name(i))
+    if not world.is_main:
+        for _ in generate_batches(model, plan, o, seed, device, world):
+            pass  # this process's batches go to the main process
+        barrier(world)  # the main process writes samples.json and the grid, and renames the folder
+        return SampleResult(out=out, files=files, labels=labels_seq, seconds=0.0)
     names = model.class_names or [str(c) for c in range(model.num_classes)]
     hook = Lifecycle.of(registry)
     run = RunInfo(
@@ -349,7 +393,7 @@ def sample_to_folder(
     with atomic_run_dir(out, empty_ok=True) as tmp:
         run.work_dir = tmp
         grid = GridImages(plan)
-        for start, images, labels, took in generate_batches(model, plan, o, seed, device):
+        for start, images, labels, took in generate_batches(model, plan, o, seed, device, world):
             seconds += took
             for i, image in enumerate(images):
                 label = None if labels is None else int(labels[i])
@@ -373,8 +417,7 @@ def sample_to_folder(
             }
             write_json_object(fh.write, info)
             fh.write("\n")
-    labels_seq = None if not plan.conditional else _Lazy(num, lambda i: plan.label(i))
-    files = _Lazy(num, lambda i: out / plan.file_name(i))
+    barrier(world)
     result = SampleResult(out=out, files=files, labels=labels_seq, seconds=seconds)
     run.work_dir = out  # renamed into place: the folder is whole
     hook.run_finished(run=run, result=result)

@@ -5,6 +5,11 @@ sampler, steps, guidance, samples per class, seeds, judge and reference images f
 an :class:`EvalContext`; the context generates the evaluation samples once per model and every metric
 reads them from its cache. The samples are one draw of every class (:attr:`EvalContext.sample_classes`),
 whichever metrics run, so that no metric's value depends on which other metrics were selected.
+
+With several processes (``torchrun``, ``accelerate launch``; :attr:`EvalShared.world`) the main process
+runs the metrics, and each draw of samples is shared among the processes in whole batches: the main
+process announces the draw, the others (in :func:`serve_sample_requests`) compute their batches, and
+the main process gathers the images in order. The images, and so every metric, are those of one process.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 
 from ..components import Metric
 from ..data.sets import ImageSet
-from ..diffusion import Sampler, sample
+from ..diffusion import Sampler, draw_step_seed, sample, uses_step_noise
+from ..distributed import SINGLE, World, broadcast_from_main, gather_objects, gather_to_main
 from ..errors import UsageError
 from ..inputs import load_dataset_warned
 from ..models.folder import DiffusionModel
@@ -109,6 +115,10 @@ class EvalShared:
     #: dataset, as ``replay`` does), else every training image of the forgotten classes
     forget_selectors: list[Any] | None = None
     forget_split: str = "train"
+    #: the processes sharing the sampling (the main process runs the metrics); one process by default
+    world: World = SINGLE
+    #: the main process is inside a draw shared with the others (an error there leaves them inside it)
+    drawing: bool = False
     _forget_ids_resolved: bool = False
 
     def resolve_forget_ids(self) -> frozenset[str] | None:
@@ -328,7 +338,16 @@ class EvalContext:
         return self._samples[cls]
 
     def _generate(self, classes: Sequence[int | None]) -> None:
-        """One batched ``diffusion.sample`` call for ``classes``; its cost is added to ``self.cost``."""
+        """One batched draw of the samples of ``classes``; its cost is added to ``self.cost``.
+
+        With several processes, the main process first asks the others (waiting in
+        :func:`serve_sample_requests`) to take part; each process computes a contiguous run of whole
+        batches (:meth:`~unlearnctl.distributed.World.batch_shard`) and the main process gathers them.
+        """
+        world = self._shared.world
+        if world.distributed and world.is_main:
+            broadcast_from_main((self.role, list(classes)), world)
+            self._shared.drawing = True
         p = self.protocol
         unet = self.model.unet.to(self.device)
         calls = [0, 0]
@@ -350,26 +369,45 @@ class EvalContext:
             # One stream per class set (the set is always `sample_classes`, or one class outside it): the
             # same class gets the same noise for the model and its reference, whatever metrics run.
             stream = "samples-" + ("uncond" if labels is None else ",".join(str(c) for c in classes))
-            images = sample(
-                self.model,
-                n,
-                labels,
-                generator=self.generator(stream),
-                sampler=p.sampler,
-                steps=p.steps,
-                guidance=p.guidance,
-                eta=p.eta,
-                clip_sample=p.clip_sample,
-                batch_size=p.batch_size,
-                device=self.device,
-                unet=unet,
+            # what diffusion.sample draws from the stream for all n images (step-noise seed, initial noise),
+            # then this process's batches of them
+            generator = self.generator(stream)
+            step_seed = draw_step_seed(generator) if uses_step_noise(p.sampler, p.eta) else None
+            noise = torch.randn(
+                (n, self.model.channels, self.model.image_size, self.model.image_size), generator=generator
             )
+            mine = world.batch_shard(n, p.batch_size)
+            part = noise[mine.start : mine.stop]
+            if len(mine):
+                part = sample(
+                    self.model,
+                    len(mine),
+                    None if labels is None else labels[mine.start : mine.stop],
+                    sampler=p.sampler,
+                    steps=p.steps,
+                    guidance=p.guidance,
+                    eta=p.eta,
+                    clip_sample=p.clip_sample,
+                    batch_size=p.batch_size,
+                    device=self.device,
+                    unet=unet,
+                    noise=part,
+                    step_seed=step_seed,
+                    first_index=mine.start,
+                )
+            gathered = gather_to_main(part, world)
         finally:
             handle.remove()
+        # every process's UNet calls: the same batches, so the same sums as one process
+        counted = gather_objects(tuple(calls), world)
+        self._shared.drawing = False
         self.cost.seconds += time.perf_counter() - start
         self.cost.images += n
-        self.cost.unet_forward_calls += calls[0]
-        self.cost.unet_image_evaluations += calls[1]
+        self.cost.unet_forward_calls += sum(c[0] for c in counted)
+        self.cost.unet_image_evaluations += sum(c[1] for c in counted)
+        if gathered is None:  # not the main process: its images went there
+            return
+        images = gathered
         if labels is None:
             self._samples[None] = images
         else:
@@ -391,6 +429,33 @@ def _warm_up(model: DiffusionModel, unet: Any, device: torch.device) -> None:
     unet.eval()
     unet(x, t, class_labels=labels)
     unet.train(was_training)
+
+
+# --- several processes --------------------------------------------------------------------------------
+
+
+def serve_sample_requests(contexts: dict[str, EvalContext]) -> None:
+    """A process other than the main one: take part in every draw of samples the main process makes
+    (its metrics ask for them, in an order only it knows), until it calls :func:`end_sample_requests`.
+    ``contexts`` by role, as on the main process."""
+    world = next(iter(contexts.values()))._shared.world
+    while True:
+        request = broadcast_from_main(None, world)
+        if request is None:
+            return
+        role, classes = request
+        contexts[role]._generate(classes)
+
+
+def end_sample_requests(shared: EvalShared) -> None:
+    """The main process: no more draws; the other processes leave :func:`serve_sample_requests`.
+
+    Nothing when a draw failed half-way on this process: the others are still inside it, and the
+    launcher stops them when this process exits with its error.
+    """
+    world = shared.world
+    if world.distributed and world.is_main and not shared.drawing:
+        broadcast_from_main(None, world)
 
 
 # --- what a metric needs ----------------------------------------------------------------------------

@@ -12,15 +12,19 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import torch
 from diffusers.training_utils import EMAModel
 
-from ..data.batching import batches
+from ..checkpoints import StepLoop
+from ..data.batching import BatchStream
 from ..data.sets import ForgetSplit
 from ..diffusion import sample_timesteps
+from ..distributed import SINGLE, World, all_reduce_mean_, mean_values
+from ..errors import NonFiniteError
 from ..lifecycle import RunInfo
 from ..models.folder import DiffusionModel
 from ..rundir import LOG_FILE
@@ -59,6 +63,8 @@ class UnlearnRun(RunInfo):
         hook: Any = None,
         work_dir: Path | None = None,
         kind: str = "forget",
+        loop: StepLoop | None = None,
+        world: World = SINGLE,
     ) -> None:
         self.model, self.split = model, split
         self.seed = seed
@@ -73,7 +79,12 @@ class UnlearnRun(RunInfo):
         self.config: dict[str, Any] = dict(config or {})
         #: the lifecycle channel (a :class:`~unlearnctl.lifecycle.Lifecycle`, or anything with ``step_logged``)
         self.hook = hook
-        self.generator = seeded_generator(seed, "method")
+        #: this process's place in a multi-process run (docs/scaling.md)
+        self.world = world
+        #: the step loop: checkpoints, resume and clean stops (``run.steps()``; docs/resume.md)
+        self.loop = loop if loop is not None else StepLoop(total_steps, world=world)
+        # every process draws its own noise and timesteps for its shard of each batch
+        self.generator = seeded_generator(seed, method_stream(world))
         self.optimizer: torch.optim.Optimizer | None = None
         self.ema: EMAModel | None = None
         #: the EMA's decay (set by :meth:`use_ema`; None: no EMA)
@@ -87,8 +98,15 @@ class UnlearnRun(RunInfo):
         self.last_values: dict[str, float] = {}
         self._loss_scale = 2.0**16 if self.precision == "fp16" else 1.0
         self._start = time.perf_counter()
+        #: when this process started the run (a resumed run: when it was resumed)
+        self.started_at = datetime.now(UTC)
+        self._resumed_before: list[int] = []
         self._log_fh: IO[str] | None = None
+        self._streams = 0
         self.model.unet.to(self.device).train()
+        self.loop.track("model", self.model.unet)
+        self.loop.track("generator", self.generator, per_rank=True)
+        self.loop.track("run", _RunCounters(self))
 
     # -- data and randomness ---------------------------------------------------------------------
 
@@ -99,13 +117,19 @@ class UnlearnRun(RunInfo):
 
         Seeded shuffling from the stream's own generator, a new permutation each epoch; a batch is
         ``min(batch_size, len(set))`` items (the tail of an epoch that does not fill one is skipped).
+        In a multi-process run ``batch_size`` is the global batch and each process gets its shard.
+        The stream's position is part of every checkpoint.
         """
 
         if which not in ("remain", "forget"):
             raise ValueError(f"run.batches: which must be 'remain' or 'forget', not {which!r}")
         data = self.split.remain if which == "remain" else self.split.forget
-        for x0, labels in batches(data, batch_size, seeded_generator(self.seed, which)):
-            yield x0.to(self.device), labels.to(self.device)
+        generator = seeded_generator(self.seed, which)
+        stream = BatchStream(data, batch_size, generator, self.world, device=self.device)
+        self._streams += 1
+        self.loop.track(f"stream{self._streams}.{which}", stream)
+        self.loop.track(f"stream{self._streams}.{which}.generator", generator)
+        return stream
 
     def timesteps(self, n: int, antithetic: bool = True) -> torch.Tensor:
         """``n`` timesteps ~ U{0..T-1} on the device (antithetic: t and T-1-t, the authors' setting)."""
@@ -140,7 +164,24 @@ class UnlearnRun(RunInfo):
             self.optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
         else:
             self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
+        self.track("optimizer", self.optimizer)
         return self.optimizer
+
+    def track(self, name: str, obj: Any, *, per_rank: bool = False) -> Any:
+        """Keep ``obj``'s state in the run's checkpoints and restore it on ``--resume`` (returns ``obj``).
+
+        The run tracks what it makes itself (the UNet, ``generator``, the optimizers of
+        :meth:`make_optimizer`, the EMA, the streams of :meth:`batches`); a method tracks any other state
+        that lives across steps (an optimizer or a schedule of its own). ``obj``: a module, an optimizer, an
+        LR scheduler, a ``torch.Generator``, or anything with ``state_dict()``/``load_state_dict()`` of
+        tensors and JSON values; ``per_rank``: each process has its own. A second object under a name
+        already used gets a numbered name.
+        """
+        base, n = name, 1
+        while self.loop.tracks(name):
+            n += 1
+            name = f"{base}.{n}"
+        return self.loop.track(name, obj, per_rank=per_rank, device=self.device)
 
     def use_ema(self, decay: float, save: bool = True) -> EMAModel | None:
         """Keep an exponential moving average of the UNet's weights with a fixed ``decay``.
@@ -158,6 +199,7 @@ class UnlearnRun(RunInfo):
         # the first step (its default warm-up would copy the weights at step 1, then ramp (1+n)/(10+n)).
         self.ema = EMAModel(self.model.unet.parameters(), decay=decay, min_decay=decay, update_after_step=-1)
         self.ema.to(self.device)
+        self.track("ema", self.ema)
         self.save_ema = save
         return self.ema
 
@@ -177,10 +219,13 @@ class UnlearnRun(RunInfo):
         scaled = loss * self._loss_scale if self._loss_scale != 1.0 else loss
         gs = torch.autograd.grad(scaled, list(params), allow_unused=True)
         inv = 1.0 / self._loss_scale
-        return [
+        out = [
             torch.zeros_like(p) if g is None else (g.float() * inv if inv != 1.0 else g)
             for g, p in zip(gs, params, strict=True)
         ]
+        # several processes: each gradient is the mean over the processes' shards (the global batch's)
+        all_reduce_mean_(out, self.world)
+        return out
 
     def apply_gradients(
         self, optimizer: torch.optim.Optimizer, grads: Sequence[torch.Tensor], clip: float = 1.0
@@ -202,8 +247,9 @@ class UnlearnRun(RunInfo):
                 self._loss_scale /= 2.0
                 optimizer.zero_grad(set_to_none=True)
                 return norm
-            raise FloatingPointError(
-                f"gradient became {norm} at optimizer step {self.optimizer_steps + 1}: lower the learning rate"
+            raise NonFiniteError(
+                f"the gradient norm became {norm} at optimizer step {self.optimizer_steps + 1} (a loss diverged): "
+                "lower the learning rate (--set lr=...)"
             )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -220,13 +266,17 @@ class UnlearnRun(RunInfo):
     # -- progress --------------------------------------------------------------------------------
 
     def steps(self) -> Iterator[int]:
-        """The outer steps ``1..total_steps``."""
+        """The outer steps ``1..total_steps``; a resumed run starts after its checkpoint's step.
+
+        Between two steps the run may write a checkpoint (every ``--checkpoint-every`` steps, and when a
+        stop signal came during the step, after which it stops: docs/resume.md).
+        """
         if self.total_steps is None:
             raise ValueError(
                 "run.total_steps is not set: the method must declare a `steps` option or override "
                 "Method.total_steps()"
             )
-        return iter(range(1, self.total_steps + 1))
+        return self.loop.steps(self.total_steps)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Append one line to ``log.jsonl`` (step, values, learning rate, elapsed seconds) and tell the hooks."""
@@ -235,7 +285,16 @@ class UnlearnRun(RunInfo):
         if self.optimizer is not None and "lr" not in line:
             line["lr"] = self.optimizer.param_groups[0]["lr"]
         line["time"] = round(time.perf_counter() - self._start, 4)
+        line = mean_values(line, self.world)  # several processes: the mean over their shards
+        for key, value in line.items():
+            if isinstance(value, float) and not math.isfinite(value) and key != "time":
+                raise NonFiniteError(
+                    f"{key} became {value} at step {step}: lower the learning rate (--set lr=...) or the "
+                    "method's weights on that loss"
+                )
         self.last_values = {k: v for k, v in line.items() if k not in ("step", "time", "lr")}
+        if not self.world.is_main:
+            return
         if self.work_dir is not None:
             if self._log_fh is None:  # opened once, kept open (flushed per line, closed by finish)
                 self._log_fh = open(self.work_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
@@ -248,12 +307,76 @@ class UnlearnRun(RunInfo):
 
     def finish(self) -> Literal["ema", "raw"]:
         """Put the weights to save into the UNet (the EMA's, when kept and asked for); say which."""
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
+        self.close()
         if self.ema is not None and self.save_ema:
             self.ema.copy_to(self.model.unet.parameters())
             return "ema"
         return "raw"
+
+    def close(self) -> None:
+        """End the step loop and close ``log.jsonl`` (also when the method failed)."""
+        self.loop.close()
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    @property
+    def started(self) -> float:
+        """``time.perf_counter()`` when this process started the run."""
+        return self._start
+
+    @property
+    def resumed_at(self) -> list[int]:
+        """The steps after which this run was resumed (empty: it ran in one go)."""
+        now = [self.loop.resumed_from] if self.loop.resumed_from else []
+        return self._resumed_before + now
+
+    def flush_log(self) -> int:
+        """Flush ``log.jsonl``; its size in bytes (recorded in checkpoints)."""
+        if self._log_fh is not None:
+            self._log_fh.flush()
+            return self._log_fh.tell()
+        path = self.work_dir / LOG_FILE if self.work_dir is not None else None
+        return path.stat().st_size if path is not None and path.exists() else 0
+
+
+def method_stream(world: World) -> str:
+    """The name of the method's random stream: ``method``, or one per process (``method.rank1of2``)."""
+    return "method" if not world.distributed else f"method.rank{world.rank}of{world.size}"
+
+
+class _RunCounters:
+    """The run's own counters in a checkpoint: optimizer steps, the fp16 loss scale, the last logged
+    values and the length of ``log.jsonl`` (cut back to it on resume)."""
+
+    def __init__(self, run: UnlearnRun) -> None:
+        self.run = run
+
+    def state_dict(self) -> dict[str, Any]:
+        r = self.run
+        return {
+            "optimizer_steps": r.optimizer_steps,
+            "loss_scale": r._loss_scale,
+            "last_values": dict(r.last_values),
+            "log_bytes": r.flush_log() if r.world.is_main else 0,
+            "extra": dict(r.extra),
+            "resumed_at": r.resumed_at,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        r = self.run
+        r.optimizer_steps = int(state["optimizer_steps"])
+        r._loss_scale = float(state["loss_scale"])
+        r.last_values = dict(state["last_values"])
+        r.extra.update(state.get("extra") or {})
+        r._resumed_before = [int(x) for x in state.get("resumed_at") or []]
+        if r.world.is_main and r.work_dir is not None:
+            if r._log_fh is not None:
+                r._log_fh.close()
+                r._log_fh = None
+            log = r.work_dir / LOG_FILE
+            if log.exists():
+                with open(log, "r+b") as fh:
+                    fh.truncate(int(state["log_bytes"]))
 
 

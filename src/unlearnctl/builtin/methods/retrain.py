@@ -122,7 +122,7 @@ class Retrain(Method):
         #    then cosine decay, classifier-free-guidance label dropout, EMA), seeded by the run's seed.
         result = train_model(
             run.split.remain, options, seed=run.seed, on_step=run.log, device=run.device,
-            class_names=class_names_of(model), source=model.source,
+            class_names=class_names_of(model), source=model.source, loop=run.loop, world=run.world,
         )  # fmt: skip
         # 2. its EMA weights replace the input weights (same architecture, so the same parameter names)
         with torch.no_grad():
