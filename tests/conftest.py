@@ -141,6 +141,18 @@ class CliResult:
 
 
 @pytest.fixture
+def child_env(tiny, fake_plugins, isolated_user_dirs) -> dict[str, str]:
+    """The environment of a child process (the real console script, a launcher): the test's isolated
+    folders, the tiny plugin importable (its fake distribution in ``fake_plugins.site``, its code in
+    tests/), one thread per process."""
+    child = dict(os.environ)
+    child["PYTHONPATH"] = os.pathsep.join([str(fake_plugins.site), str(Path(__file__).resolve().parent)])
+    child["PYTHONDONTWRITEBYTECODE"] = "1"
+    child["OMP_NUM_THREADS"] = "1"
+    return child
+
+
+@pytest.fixture
 def cli():
     """Run ``unlearnctl ARGS...`` in-process: ``cli("list", "methods", env={...})`` -> :class:`CliResult`."""
     from typer.testing import CliRunner

@@ -22,21 +22,14 @@ import pytest
 from test_bad_input import assert_left_nothing, error_lines
 
 UNLEARNCTL = Path(sys.executable).parent / "unlearnctl"
-TESTS = Path(__file__).resolve().parent
 TINY_FORGET = ["forget", "--model", "tiny-cond", "--classes", "1", "--steps", "1", "--grid-per-class", "0"]
 
 pytestmark = pytest.mark.skipif(not UNLEARNCTL.exists(), reason=f"no console script at {UNLEARNCTL}")
 
 
 @pytest.fixture
-def env(tiny, fake_plugins, isolated_user_dirs) -> dict[str, str]:
-    """The environment of a child process: the test's isolated folders, and the tiny plugin importable
-    (its fake distribution in ``fake_plugins.site``, its code in tests/)."""
-    child = dict(os.environ)
-    child["PYTHONPATH"] = os.pathsep.join([str(fake_plugins.site), str(TESTS)])
-    child["PYTHONDONTWRITEBYTECODE"] = "1"
-    child["OMP_NUM_THREADS"] = "1"
-    return child
+def env(child_env: dict[str, str]) -> dict[str, str]:
+    return child_env
 
 
 def run(args: list[object], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:

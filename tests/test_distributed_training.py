@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -35,12 +34,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def env(tiny, fake_plugins, isolated_user_dirs) -> dict[str, str]:
-    child = dict(os.environ)
-    child["PYTHONPATH"] = os.pathsep.join([str(fake_plugins.site), str(TESTS)])
-    child["PYTHONDONTWRITEBYTECODE"] = "1"
-    child["OMP_NUM_THREADS"] = "1"
-    return child
+def env(child_env: dict[str, str]) -> dict[str, str]:
+    return child_env
 
 
 def torchrun(n: int, args: list[object], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

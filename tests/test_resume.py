@@ -9,7 +9,6 @@ data-stream positions) is restored exactly, so equality holds by construction, n
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -27,7 +26,6 @@ from unlearnctl.errors import Interrupted
 from unlearnctl.inprogress import find_stale, lock
 
 UNLEARNCTL = Path(sys.executable).parent / "unlearnctl"
-TESTS = Path(__file__).resolve().parent
 STEPS = 60
 FORGET = ["forget", "--model", "tiny-cond", "--classes", "1", "--grid-per-class", "1", "--set", f"steps={STEPS}"]
 TRAIN = ["train", "--dataset", "tiny", "--steps", str(STEPS), "--set", "arch=tiny", "--set", "grid_per_class=1",
@@ -38,12 +36,8 @@ pytestmark = pytest.mark.skipif(not UNLEARNCTL.exists(), reason=f"no console scr
 
 
 @pytest.fixture
-def env(tiny, fake_plugins, isolated_user_dirs) -> dict[str, str]:
-    child = dict(os.environ)
-    child["PYTHONPATH"] = os.pathsep.join([str(fake_plugins.site), str(TESTS)])
-    child["PYTHONDONTWRITEBYTECODE"] = "1"
-    child["OMP_NUM_THREADS"] = "1"
-    return child
+def env(child_env: dict[str, str]) -> dict[str, str]:
+    return child_env
 
 
 def run(args: list[object], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

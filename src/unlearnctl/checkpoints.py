@@ -304,9 +304,10 @@ class StepLoop:
             raise UsageError("there is no checkpoint to resume from")
         state = broadcast_from_main(checkpoint.state if checkpoint is not None else None, self.world)
         if int(state.get("world_size", 1)) != self.world.size:
+            n = state.get("world_size")
             raise UsageError(
-                f"the checkpoint was written by {state.get('world_size')} processes and this run has "
-                f"{self.world.size}: resume it with {state.get('world_size')}"
+                f"the checkpoint was written by {n} process(es) and this run has {self.world.size}: resume it "
+                + ("without a launcher" if n == 1 else f"with {n} processes (torchrun --nproc_per_node {n} ...)")
             )
         objects = state["objects"]
         missing = [n for n in self._tracked if n not in objects]

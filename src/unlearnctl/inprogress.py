@@ -20,13 +20,14 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from .checkpoints import list_checkpoints
 from .errors import UsageError
-from .rundir import CHECKPOINTS_DIR, LOCK_FILE, MANIFEST_FILE, RESUME_FILE
+from .rundir import CHECKPOINTS_DIR, LOCK_FILE, MANIFEST_FILE, RESUME_FILE, atomic_run_dir
 
 try:
     import fcntl
@@ -192,6 +193,26 @@ def resolve_resume(path: Path, command: str, check_live: bool = True) -> Partial
             f"'{found.path}' is an interrupted `{found.command}`: resume it with `{found.resume_command()}`"
         )
     return found
+
+
+@contextlib.contextmanager
+def resumable_run_dir(
+    final: Path, partial: Path | None, resume_command: str, is_main: bool = True
+) -> Iterator[Path | None]:
+    """The folder a resumable run writes (:func:`unlearnctl.rundir.atomic_run_dir`), locked for this
+    process while the block runs; on an error it is kept when it holds a checkpoint (the error then says
+    how to resume). ``partial``: continue writing that folder. Not the main process: ``None`` (the main
+    process alone writes)."""
+    if not is_main:
+        yield None
+        return
+    with atomic_run_dir(final, partial=partial, keep=lambda tmp: keep_hint(tmp, resume_command)) as tmp:
+        held = lock(tmp)  # held until the run ends: a live run's folder is not stale
+        try:
+            yield tmp
+        finally:
+            if held is not None:
+                held.close()
 
 
 def discard_resume_state(folder: Path, keep_checkpoints: bool) -> None:

@@ -62,7 +62,6 @@ from ..rundir import (
     MANIFEST_FILE,
     MODEL_DIR,
     SAMPLES_DIR,
-    atomic_run_dir,
     check_new_folder,
     default_run_dir,
     hash_run_files,
@@ -296,18 +295,11 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
     model = p.model
     classes = grid_classes(model, p.split)
     resume_command = f"unlearnctl forget --resume {p.out}"
-    folder = (
-        atomic_run_dir(p.out, partial=p.partial, keep=lambda tmp: inprogress.keep_hint(tmp, resume_command))
-        if world.is_main
-        else contextlib.nullcontext(None)
-    )
     manifest: Manifest | None = None
+    folder = inprogress.resumable_run_dir(p.out, p.partial, resume_command, world.is_main)
     with folder as tmp, contextlib.ExitStack() as held:
         checkpoint = None
         if tmp is not None:
-            lock = inprogress.lock(tmp)  # held until the run ends: a live run's folder is not stale
-            if lock is not None:
-                held.callback(lock.close)
             if p.partial is None:
                 inprogress.write_resume(tmp, "forget", resume_request(p), p.method.total_steps())
             else:

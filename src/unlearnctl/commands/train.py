@@ -44,7 +44,6 @@ from ..rundir import (
     MANIFEST_FILE,
     MODEL_DIR,
     SAMPLES_DIR,
-    atomic_run_dir,
     check_new_folder,
     default_train_dir,
     hash_run_files,
@@ -203,18 +202,11 @@ def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | No
     t0 = time.perf_counter()
     command = list(req.command) if req.command is not None else list(sys.argv[1:])
     resume_command = f"unlearnctl train --resume {out}"
-    folder = (
-        atomic_run_dir(out, partial=partial, keep=lambda tmp: inprogress.keep_hint(tmp, resume_command))
-        if world.is_main
-        else contextlib.nullcontext(None)
-    )
     manifest = None
+    folder = inprogress.resumable_run_dir(out, partial, resume_command, world.is_main)
     with folder as tmp, contextlib.ExitStack() as held:
         checkpoint = None
         if tmp is not None:
-            lock = inprogress.lock(tmp)  # held until the run ends: a live run's folder is not stale
-            if lock is not None:
-                held.callback(lock.close)
             if partial is None:
                 pinned = _resume_request(req, options, dataset_record.fingerprint, command, precision)
                 inprogress.write_resume(tmp, "train", pinned, options.steps)
