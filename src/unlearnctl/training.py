@@ -131,6 +131,7 @@ def train_model(
     ema.to(device)
     stream = BatchStream(data, options.batch_size, g, world)
     acc = _LossSum()
+    own_loop = loop is None  # a loop made here is closed here (it defers stop signals while it runs)
     loop = loop if loop is not None else StepLoop(options.steps, world=world)
     for name, obj in (("unet", unet), ("optimizer", optimizer), ("lr_schedule", lr_scheduler), ("ema", ema),
                       ("generator", g), ("stream", stream), ("loss_sum", acc)):  # fmt: skip
@@ -146,40 +147,44 @@ def train_model(
     start = time.perf_counter()
     values: dict[str, float] = {}
     labels: torch.Tensor | None
-    for step in loop.steps(options.steps):
-        # 2. a batch; labels dropped to the null class with probability class_dropout
-        x0, labels = next(stream)
-        x0 = x0.to(device)
-        labels = drop_labels(labels, options.class_dropout, null_class, g_noise).to(device) if conditional else None
-        # 3. t ~ U{0..T-1} (antithetic), eps ~ N(0, I); loss || eps - eps_theta(x_t, t, c) ||^2
-        t = sample_timesteps(len(x0), options.num_train_timesteps, g_noise, options.antithetic)
-        noise = torch.randn(x0.shape, generator=g_noise).to(device)
-        with torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise NonFiniteError(
-                f"the training loss became {loss_value} at step {step}: lower the learning rate (--set lr=...)"
-            )
-        # 4. optimizer step (gradients averaged over the processes), then the EMA follows the new weights
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        all_reduce_mean_([p.grad for p in unet.parameters() if p.grad is not None], world)
-        scaler.unscale_(optimizer)  # the same gradients on every process: the same overflow decision
-        if options.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), options.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        lr_scheduler.step()
-        ema.step(unet.parameters())
-        acc.add(loss_value)
-        if step % options.log_every == 0 or step == options.steps:
-            values = mean_values(
-                {"loss": acc.take(), "lr": optimizer.param_groups[0]["lr"], "elapsed": time.perf_counter() - start},
-                world,
-            )
-            if on_step is not None:
-                on_step(step, values)
+    try:
+        for step in loop.steps(options.steps):
+            # 2. a batch; labels dropped to the null class with probability class_dropout
+            x0, labels = next(stream)
+            x0 = x0.to(device)
+            labels = drop_labels(labels, options.class_dropout, null_class, g_noise).to(device) if conditional else None
+            # 3. t ~ U{0..T-1} (antithetic), eps ~ N(0, I); loss || eps - eps_theta(x_t, t, c) ||^2
+            t = sample_timesteps(len(x0), options.num_train_timesteps, g_noise, options.antithetic)
+            noise = torch.randn(x0.shape, generator=g_noise).to(device)
+            with torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteError(
+                    f"the training loss became {loss_value} at step {step}: lower the learning rate (--set lr=...)"
+                )
+            # 4. optimizer step (gradients averaged over the processes), then the EMA follows the new weights
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            all_reduce_mean_([p.grad for p in unet.parameters() if p.grad is not None], world)
+            scaler.unscale_(optimizer)  # the same gradients on every process: the same overflow decision
+            if options.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), options.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            lr_scheduler.step()
+            ema.step(unet.parameters())
+            acc.add(loss_value)
+            if step % options.log_every == 0 or step == options.steps:
+                values = mean_values(
+                    {"loss": acc.take(), "lr": optimizer.param_groups[0]["lr"], "elapsed": time.perf_counter() - start},
+                    world,
+                )
+                if on_step is not None:
+                    on_step(step, values)
+    finally:
+        if own_loop:
+            loop.close()
 
     # 5. keep the EMA weights (what is saved and sampled)
     ema.copy_to(unet.parameters())

@@ -241,7 +241,14 @@ class UnlearnRun(RunInfo):
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         # the norm is read to the host once (one sync on an accelerator) for the check and the return value
-        norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
+        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        host = total.cpu()
+        norm = float(host)
+        # torch's clip_grad_norm_, less its multiplication by a coefficient clamped to 1 (x * 1.0 == x): one
+        # pass over every gradient saved on the steps that are not clipped. The coefficient is torch's
+        # float32 arithmetic on the norm, on the host copy (IEEE: the same on every device).
+        if clip > 0 and math.isfinite(norm) and float(torch.clamp(clip / (host + 1e-6), max=1.0)) < 1.0:
+            torch.nn.utils.clip_grads_with_norm_(params, clip, total)
         if not math.isfinite(norm):
             if self.precision == "fp16":
                 self._loss_scale /= 2.0

@@ -58,6 +58,7 @@ def bilevel_lambda(
     q: float,
     lam: float,
     eta: float,
+    scratch: Float64Scratch | None = None,
 ) -> float:
     """lambda_i of the update ``theta <- theta - zeta Opt(g_F + lambda_i g_q)`` (erasediff.md).
 
@@ -66,19 +67,13 @@ def bilevel_lambda(
     - ``cosine``: max(eta - cos(g_F, g_q), 0)                        (the authors' code, lambda < 0)
     - ``value``:  max((eta q - <g_F, g_q>) / ||g_q||^2, 0)            (ours: phi_i = eta q(theta_i))
 
-    ``g_F``, ``g_q`` are per-parameter gradient lists; products are summed in float64. When
+    ``g_F``, ``g_q`` are per-parameter gradient lists; products are summed in float64 (in ``scratch``'s
+    buffers, kept across steps, when given: the same sums without allocating them anew each step). When
     ``||g_q|| = 0`` there is no direction to push: ``bome`` and ``value`` give 0, and the cosine is 0.
     """
-    import torch
-
     if rule == "fixed":
         return float(lam)
-    q64 = [b.double() for b in g_q]  # each gradient converted once; one host sync for all the sums
-    sums = [torch.stack([(a.double() * b).sum() for a, b in zip(g_F, q64, strict=True)]).sum(),
-            torch.stack([(b**2).sum() for b in q64]).sum()]  # fmt: skip
-    if rule == "cosine":
-        sums.append(torch.stack([(a.double() ** 2).sum() for a in g_F]).sum())
-    dot, qq, *rest = torch.stack(sums).tolist()
+    dot, qq, *rest = (scratch or Float64Scratch()).sums(g_F, g_q, with_ff=rule == "cosine")
     if rule == "cosine":
         ff = rest[0]
         cos = dot / (ff**0.5 * qq**0.5) if ff > 0 and qq > 0 else 0.0
@@ -90,6 +85,44 @@ def bilevel_lambda(
     if rule == "value":
         return max((eta * q - dot) / qq, 0.0)
     raise ValueError(f"unknown lambda rule {rule!r}")
+
+
+class Float64Scratch:
+    """Float64 buffers for :func:`bilevel_lambda`'s sums, one pair per parameter, reused every step.
+
+    Each sum is the float64 sum of exact float64 products of the float32 gradients: ``<g_F, g_q>``,
+    ``||g_q||^2`` and (cosine) ``||g_F||^2``, per parameter, then over parameters; one host sync for all.
+    """
+
+    def __init__(self) -> None:
+        self._a: list[torch.Tensor] = []
+        self._b: list[torch.Tensor] = []
+
+    def _buffers(self, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        import torch
+
+        if [b.shape for b in self._b] != [g.shape for g in grads] or any(
+            b.device != g.device for b, g in zip(self._b, grads, strict=True)
+        ):
+            self._a = [torch.empty(g.shape, dtype=torch.float64, device=g.device) for g in grads]
+            self._b = [torch.empty(g.shape, dtype=torch.float64, device=g.device) for g in grads]
+        return self._a, self._b
+
+    def sums(self, g_F: list[torch.Tensor], g_q: list[torch.Tensor], with_ff: bool = False) -> list[float]:
+        import torch
+
+        bufs_a, bufs_b = self._buffers(g_q)
+        dots, qqs, ffs = [], [], []
+        for a, b, fa, fb in zip(g_F, g_q, bufs_a, bufs_b, strict=True):
+            fb.copy_(b)
+            dots.append(fa.copy_(a).mul_(fb).sum())
+            if with_ff:
+                ffs.append(fa.copy_(a).square_().sum())
+            qqs.append(fb.square_().sum())
+        totals = [torch.stack(dots).sum(), torch.stack(qqs).sum()]
+        if with_ff:
+            totals.append(torch.stack(ffs).sum())
+        return torch.stack(totals).tolist()
 
 
 def draw_surrogates(labels: torch.Tensor, candidates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -244,6 +277,7 @@ class EraseDiff(Method):
         phi = copy.deepcopy(unet) if inner_needed else None
         phi_params = [p for p in phi.parameters() if p.requires_grad] if phi is not None else []
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
+        scratch = Float64Scratch()  # the float64 buffers of lambda's sums, reused every step
         remain = run.batches("remain", o.remain_batch_size)
         forget = run.batches("forget", o.forget_batch_size)
 
@@ -301,10 +335,10 @@ class EraseDiff(Method):
             g_F = run.grads(loss_r, params)
 
             # 5. lambda_i by the chosen rule (fixed / bome / cosine / value).
-            lam = bilevel_lambda(o.lambda_rule, g_F, g_q, q, o.lambda_, o.eta)
+            lam = bilevel_lambda(o.lambda_rule, g_F, g_q, q, o.lambda_, o.eta, scratch)
 
             # 6. theta_{i+1} = theta_i - zeta * Adam(g_F + lambda_i g_q): clip, step, EMA (the runner).
-            update = [gf.add(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]
+            update = [gf.add_(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]  # g_F is not read again
             grad_norm = run.apply_gradients(optimizer, update, clip=o.grad_clip)
 
             run.log(step, {"loss_r": loss_r.item(), "loss_f": f_theta.item(), **values, "lambda": lam,
