@@ -147,8 +147,13 @@ def find_partials(folder: Path, final: Path | None = None, check_live: bool = Tr
         p for p in folder.iterdir()
         if p.is_dir() and is_partial(p) and (prefix is None or p.name.startswith(prefix))
     ]  # fmt: skip
-    found.sort(key=lambda p: p.stat().st_mtime)
-    return [describe(p, check_live) for p in found]
+    runs: list[tuple[float, PartialRun]] = []
+    for path in found:
+        try:  # another process may finish (rename) or remove its folder meanwhile
+            runs.append((path.stat().st_mtime, describe(path, check_live)))
+        except FileNotFoundError:
+            continue
+    return [run for _, run in sorted(runs, key=lambda item: item[0])]
 
 
 def find_stale(folder: Path) -> list[PartialRun]:
