@@ -10,7 +10,8 @@ CPU) and measures, per precision (fp32, and bf16 autocast where the GPU has it):
 
 - ``erasediff:bome:relabel`` (EraseDiff's defaults) through the real runner (``UnlearnRun`` with the
   world): a global batch of ``--batch`` remaining + ``--batch`` forget images per step, split across the
-  ranks, gradients all-reduced. s/step is the median over ``--steps`` steps after ``--warmup`` steps, read
+  ranks, gradients all-reduced. s/step is the median over ``--steps`` steps after ``--warmup`` steps (on
+  GPUs: the mean over ``--steps`` steps after the runner's first read of its logged values), read
   on rank 0 between its ``step_logged`` calls (every step ends in collectives, so the ranks move in
   lockstep); images/s = 2 x ``--batch`` / s; peak memory is ``torch.cuda.max_memory_allocated`` of each
   rank (the table shows the largest).
@@ -118,7 +119,7 @@ def erasediff_row(model: Any, split: Any, args: argparse.Namespace, world: Any, 
     """EraseDiff (bome, relabel) steps of the global batch through the real runner, on every rank."""
     from step_floor import make_method
 
-    from unlearnctl.contexts.unlearn import UnlearnRun
+    from unlearnctl.contexts.unlearn import DEFERRED_LOG_LINES, UnlearnRun
     from unlearnctl.distributed import gather_objects
 
     method = make_method(ERASEDIFF, args.batch)
@@ -126,13 +127,20 @@ def erasediff_row(model: Any, split: Any, args: argparse.Namespace, world: Any, 
     clock = _Clock()
     _reset_peak(device)
     with tempfile.TemporaryDirectory() as tmp:
-        run = UnlearnRun(model, split, total_steps=args.warmup + args.steps, out_dir=Path(tmp), hook=clock,
-                         device=device, precision=precision, world=world)  # fmt: skip
+        run = UnlearnRun(model, split, total_steps=1, out_dir=Path(tmp), hook=clock, device=device,
+                         precision=precision, world=world)  # fmt: skip
+        # an accelerator's runner reads the logged values every DEFERRED_LOG_LINES steps (a burst of lines):
+        # the first read ends the warm-up, and the time from it to the last read gives the mean step
+        warmup = DEFERRED_LOG_LINES if run.defer_host_reads else args.warmup
+        run.total_steps = warmup + args.steps
         model.unet.train()
         method.unlearn(run)
         run.finish()
     peaks = gather_objects(_peak_gib(device), world)
-    secs = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)][args.warmup - 1 :]
+    if run.defer_host_reads:
+        secs = [(clock.times[-1] - clock.times[warmup - 1]) / args.steps] if world.is_main else []
+    else:
+        secs = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)][warmup - 1 :]
     s = statistics.median(secs) if secs else math.nan
     return {"row": ERASEDIFF, "precision": precision, "batch": f"{args.batch}+{args.batch}", "s": s,
             "images_per_s": 2 * args.batch / s, "peak_gib": None if peaks[0] is None else max(peaks),

@@ -121,14 +121,25 @@ def autocast(device: torch.device, precision: str) -> Any:
 
 
 def floor_times(
-    model: Any, split: Any, batch: int, steps: int, kind: str, device: str = "cpu", precision: str = "fp32"
+    model: Any,
+    split: Any,
+    batch: int,
+    steps: int,
+    kind: str,
+    device: str = "cpu",
+    precision: str = "fp32",
+    speedups: dict[str, bool] | None = None,
 ) -> list[float]:
     """Seconds per step of the plain diffusers/torch loop: ``floor`` (fwd+bwd+Adam), ``fb``, ``fwd`` or ``adam``
 
-    (``adam``: the loop of ``floor``, timing the optimizer step only).
+    (``adam``: the loop of ``floor``, timing the optimizer step only). ``speedups``: ``channels_last`` and
+    ``compile`` applied to the UNet as ``--channels-last``/``--compile`` do (``prepare_module``).
     """
+    from unlearnctl.runtime import prepare_module
+
     dev = torch.device(device)
     unet, sched = model.unet.to(dev).train(), model.scheduler
+    prepare_module(unet, **(speedups or {}))
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(split.remain), generator=g)[:batch].tolist()
     x0 = torch.stack([split.remain[i][0] for i in idx]).to(dev)
@@ -169,22 +180,39 @@ def make_method(config: str, batch: int) -> Any:
 
 
 def method_times(
-    model: Any, split: Any, config: str, batch: int, steps: int, device: str = "cpu", precision: str = "fp32"
+    model: Any,
+    split: Any,
+    config: str,
+    batch: int,
+    steps: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    speedups: dict[str, bool] | None = None,
 ) -> list[float]:
     """Seconds per outer step of a method through the real runner (``log.jsonl`` written), set-up excluded.
 
-    Each step logs its losses as floats (``.item()``), so the clock reads after the step's work is done.
+    On the CPU each step's losses are read and logged at once, so the clock reads after the step's work is
+    done: one time per step after the first. On an accelerator the runner reads the logged values every
+    ``DEFERRED_LOG_LINES`` steps (no host read inside a step): the first read ends the warm-up, then
+    ``steps`` more steps run and the mean step time from that read to the last one is returned.
     """
+    from unlearnctl.contexts.unlearn import DEFERRED_LOG_LINES
+
     method = make_method(config, batch)
     method.check(model, split)
     clock = _Clock()
     with tempfile.TemporaryDirectory() as tmp:
         run = UnlearnRun(
-            model, split, total_steps=steps + 1, out_dir=Path(tmp), hook=clock, device=device, precision=precision
-        )
+            model, split, total_steps=1, out_dir=Path(tmp), hook=clock, device=device, precision=precision,
+            **(speedups or {}),
+        )  # fmt: skip
+        warmup = DEFERRED_LOG_LINES if run.defer_host_reads else 1
+        run.total_steps = warmup + steps
         model.unet.train()
         method.unlearn(run)
         run.finish()
+    if run.defer_host_reads:  # a burst of lines per read: the time from the first read to the last, per step
+        return [(clock.times[-1] - clock.times[warmup - 1]) / steps]
     return [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
 
 

@@ -44,6 +44,8 @@ RECORDED_ENV = (
     "PYTHONHASHSEED",
     # the CPU kernel path: a different one gives different (equally valid) float32 sums
     "ATEN_CPU_CAPABILITY",
+    # --compile's backend (runtime.COMPILE_BACKEND_ENV)
+    "UNLEARNCTL_COMPILE_BACKEND",
     "ONEDNN_MAX_CPU_ISA",
     "MKL_CBWR",
 )
@@ -101,6 +103,8 @@ class Environment(_Model):
     device: str = Field(description="resolved device type: cpu, cuda or mps")
     device_name: str | None = Field(None, description="GPU name, or the CPU's processor string")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="--precision (bf16/fp16: autocast)")
+    channels_last: bool = Field(False, description="--channels-last: the UNet's weights in NHWC memory format")
+    compile: bool = Field(False, description="--compile: torch.compile of the UNet's forward")
     cuda_version: str | None = Field(None, description="CUDA version torch was built with (CUDA runs)")
     cudnn_version: int | None = Field(None, description="cuDNN version (CUDA runs)")
     deterministic_algorithms: bool = Field(description="torch.are_deterministic_algorithms_enabled()")
@@ -390,8 +394,15 @@ def _git_state() -> tuple[str | None, bool | None]:
     return commit or None, bool(status.strip())
 
 
-def collect_environment(device_requested: str, device: torch.device, precision: str = "fp32") -> Environment:
-    """Everything about this process that can move results."""
+def collect_environment(
+    device_requested: str,
+    device: torch.device,
+    precision: str = "fp32",
+    *,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> Environment:
+    """Everything about this process that can move results (the run's opt-in speed-ups among them)."""
     commit, dirty = _git_state()
     cuda = device.type == "cuda"
     return Environment(
@@ -404,6 +415,8 @@ def collect_environment(device_requested: str, device: torch.device, precision: 
         device=device.type,
         device_name=torch.cuda.get_device_name(device) if cuda else cpu_name(),
         precision=precision,
+        channels_last=channels_last,
+        compile=compile,
         cuda_version=torch.version.cuda if cuda else None,
         cudnn_version=torch.backends.cudnn.version() if cuda else None,
         deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),

@@ -93,3 +93,31 @@ def set_determinism(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+
+# --- opt-in speed-ups of a UNet (docs/performance.md, "GPU paths") ----------------------------------
+
+#: torch.compile's backend for ``--compile`` (default inductor; ``aot_eager`` traces and differentiates the
+#: same graph without generating code: a quick check that a model compiles)
+COMPILE_BACKEND_ENV = "UNLEARNCTL_COMPILE_BACKEND"
+
+
+def prepare_module(module: torch.nn.Module, *, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
+    """Apply the opt-in speed-ups to ``module`` in place (and return it).
+
+    - ``channels_last``: the 4-d weights in NHWC memory format, which cuDNN's convolutions prefer on
+      tensor-core GPUs (the activations follow the weights' format). Values unchanged, kernels differ, so
+      the weights a run ends with differ in the last bits.
+    - ``compile``: ``torch.compile`` of the module's ``forward``, as a method bound to the module: a
+      ``copy.deepcopy`` of the module (EraseDiff's inner copy) rebinds it to the copy, where a compiled
+      ``Module.compile``/``torch.compile(module)`` wrapper would keep calling the original's weights.
+      The first calls compile (seconds to minutes); the state dict's keys do not change.
+    """
+    import types
+
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    if compile:
+        backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+        forward = torch.compile(type(module).forward, backend=backend)
+        module.forward = types.MethodType(forward, module)
+    return module

@@ -32,6 +32,8 @@ class SampleOptions(Options):
     eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (0 deterministic, 1 ancestral-like); DDPM ignores it")
     clip_sample: bool = Field(False, description="clip the predicted x0 to [-1, 1] each step (hurts guidance)")
     batch_size: int = Field(256, ge=1, description="images per forward pass (results do not depend on it)")
+    channels_last: bool = Field(False, description="the UNet's weights in channels-last memory format (GPUs)")
+    compile: bool = Field(False, description="torch.compile of the UNet's forward (long GPU runs)")
 
 
 def generate(

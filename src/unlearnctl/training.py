@@ -28,7 +28,7 @@ from .diffusion import ddpm_loss, drop_labels, sample_timesteps
 from .distributed import SINGLE, World, all_reduce_mean_, mean_values
 from .errors import NonFiniteError, OptionError
 from .models.folder import DiffusionModel
-from .runtime import stream_seed
+from .runtime import prepare_module, stream_seed
 
 # re-exported: defined apart so that they import without torch (docs/performance.md, "Start-up")
 from .train_options import ARCHITECTURES as ARCHITECTURES
@@ -90,6 +90,8 @@ def train_model(
     loop: Any = None,
     world: World = SINGLE,
     precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> TrainResult:
     """Train a DDPM from scratch on ``data``; return the model with its EMA weights (on CPU).
 
@@ -104,7 +106,9 @@ def train_model(
     ``world``: several processes split every batch (docs/scaling.md); one process draws everything from
     one generator seeded with ``seed``, several draw the batches from it and their noise from their own.
     ``precision``: ``bf16`` or ``fp16`` autocast of the forward pass (fp32 weights; fp16 with a gradient
-    scaler), on devices that support it.
+    scaler), on devices that support it. ``channels_last``, ``compile``: the UNet's opt-in speed-ups
+    (:func:`unlearnctl.runtime.prepare_module`). On an accelerator the losses are read to the host only
+    when a line is logged (and before a checkpoint), so the step loop does not wait for the device.
     """
     options = options or TrainOptions()
     class_names = list(class_names if class_names is not None else data.class_names)
@@ -119,6 +123,7 @@ def train_model(
     # several processes: the batches from the shared generator, each process's noise from its own
     g_noise = g if not world.distributed else torch.Generator().manual_seed(stream_seed(seed, train_stream(world)))
     unet = build_unet(options.arch, data.image_size, data.channels, num_classes, seed=seed).to(device).train()
+    prepare_module(unet, channels_last=channels_last, compile=compile)
     scheduler = build_scheduler(options)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     lr_scheduler = get_scheduler(
@@ -131,6 +136,7 @@ def train_model(
     ema.to(device)
     stream = BatchStream(data, options.batch_size, g, world)
     acc = _LossSum()
+    defer_reads = torch.device(device).type != "cpu"  # a host read waits for the device's queue
     own_loop = loop is None  # a loop made here is closed here (it defers stop signals while it runs)
     loop = loop if loop is not None else StepLoop(options.steps, world=world)
     for name, obj in (("unet", unet), ("optimizer", optimizer), ("lr_schedule", lr_scheduler), ("ema", ema),
@@ -158,11 +164,10 @@ def train_model(
             noise = torch.randn(x0.shape, generator=g_noise).to(device)
             with torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 loss = ddpm_loss(unet, scheduler, x0, labels, t, noise)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteError(
-                    f"the training loss became {loss_value} at step {step}: lower the learning rate (--set lr=...)"
-                )
+            if defer_reads:
+                acc.add_later(step, loss.detach())  # read and checked when logged (or checkpointed)
+            else:
+                acc.add(step, loss.item())
             # 4. optimizer step (gradients averaged over the processes), then the EMA follows the new weights
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -174,7 +179,6 @@ def train_model(
             scaler.update()
             lr_scheduler.step()
             ema.step(unet.parameters())
-            acc.add(loss_value)
             if step % options.log_every == 0 or step == options.steps:
                 values = mean_values(
                     {"loss": acc.take(), "lr": optimizer.param_groups[0]["lr"], "elapsed": time.perf_counter() - start},
@@ -188,7 +192,7 @@ def train_model(
 
     # 5. keep the EMA weights (what is saved and sampled)
     ema.copy_to(unet.parameters())
-    unet = unet.to("cpu").eval()
+    unet = unet.to("cpu", memory_format=torch.contiguous_format).eval()
     model = DiffusionModel(
         unet=unet,
         scheduler=scheduler,
@@ -212,24 +216,46 @@ def train_stream(world: World) -> str:
 
 
 class _LossSum:
-    """The training loss summed since the last log line (checkpointed: a resumed run logs the same means)."""
+    """The training loss summed since the last log line (checkpointed: a resumed run logs the same means).
+
+    Losses are added as host floats (:meth:`add`, checked at once) or as device tensors (:meth:`add_later`),
+    read in one go and checked, in step order, when the mean is taken or the state saved: the same sum.
+    """
 
     def __init__(self) -> None:
         self.total, self.n = 0.0, 0
+        self._later: list[tuple[int, torch.Tensor]] = []
 
-    def add(self, value: float) -> None:
+    def add(self, step: int, value: float) -> None:
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"the training loss became {value} at step {step}: lower the learning rate (--set lr=...)"
+            )
         self.total, self.n = self.total + value, self.n + 1
 
+    def add_later(self, step: int, value: torch.Tensor) -> None:
+        self._later.append((step, value))
+
+    def _read(self) -> None:
+        later, self._later = self._later, []
+        if later:
+            dtype = torch.float32 if later[0][1].device.type == "mps" else torch.float64  # float64 holds a float32
+            for (step, _), value in zip(later, torch.stack([v.to(dtype) for _, v in later]).tolist(), strict=True):
+                self.add(step, value)
+
     def take(self) -> float:
+        self._read()
         mean = self.total / self.n if self.n else float("nan")
         self.total, self.n = 0.0, 0
         return mean
 
     def state_dict(self) -> dict[str, Any]:
+        self._read()  # a checkpoint holds only steps whose losses were read and found finite
         return {"total": self.total, "n": self.n}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.total, self.n = float(state["total"]), int(state["n"])
+        self._later = []
 
 
 def resolve_train_options(

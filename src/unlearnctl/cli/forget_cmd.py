@@ -10,7 +10,9 @@ from rich.table import Table
 
 from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
 from .options import (
+    ChannelsLastFlag,
     CheckpointEveryOption,
+    CompileFlag,
     DataDirOption,
     DataOptions,
     DeviceOption,
@@ -102,6 +104,8 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="Override the method's number of steps.")] = None,
         device: DeviceOption = "auto",
         precision: PrecisionOption = None,
+        channels_last: ChannelsLastFlag = False,
+        compile: CompileFlag = False,
         grid_per_class: Annotated[
             int,
             typer.Option(
@@ -145,6 +149,8 @@ def register(app: typer.Typer) -> None:
             steps=steps,
             device=device,
             precision=precision,
+            channels_last=channels_last,
+            compile=compile,
             grid_per_class=grid_per_class,
             threads=threads,
             checkpoint_every=checkpoint_every,

@@ -154,3 +154,24 @@ ResumeOption = Annotated[
         show_default=False,
     ),
 ]
+
+# --- opt-in speed-ups of the UNet (docs/performance.md, "GPU paths") -----------------------------------
+
+#: ``channels_last: ChannelsLastFlag = False``
+ChannelsLastFlag = Annotated[
+    bool,
+    typer.Option(
+        "--channels-last",
+        help="The UNet's weights in channels-last (NHWC) memory format: faster convolutions on tensor-core GPUs; "
+        "recorded (the weights differ in the last bits).",
+    ),
+]
+#: ``compile: CompileFlag = False``
+CompileFlag = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the UNet's forward (compiling takes seconds to minutes first; for long GPU runs); "
+        "recorded (the weights differ in the last bits).",
+    ),
+]

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from .common import console, handle_errors, load_registry
-from .options import DeviceOption, JsonFlag, ModelOption, SampleFolderOption, SeedOption
+from .options import (
+    ChannelsLastFlag,
+    CompileFlag,
+    DeviceOption,
+    JsonFlag,
+    ModelOption,
+    SampleFolderOption,
+    SeedOption,
+)
 from .verify_cmd import NoVerifyFlag
 
 
@@ -39,6 +47,8 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 256,
         device: DeviceOption = "auto",
+        channels_last: ChannelsLastFlag = False,
+        compile: CompileFlag = False,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
@@ -59,7 +69,15 @@ def register(app: typer.Typer) -> None:
         from ..sampling import SampleOptions, resolve_model_class
 
         try:
-            options = SampleOptions(sampler=sampler, steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
+            options = SampleOptions(
+                sampler=sampler,
+                steps=steps,
+                guidance=guidance,
+                eta=eta,
+                batch_size=batch_size,
+                channels_last=channels_last,
+                compile=compile,
+            )
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             flag = str(err["loc"][0]).replace("_", "-")

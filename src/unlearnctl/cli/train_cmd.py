@@ -11,7 +11,9 @@ from rich.table import Table
 from ..errors import UsageError
 from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
 from .options import (
+    ChannelsLastFlag,
     CheckpointEveryOption,
+    CompileFlag,
     DataDirOption,
     DataOptions,
     DeviceOption,
@@ -58,6 +60,8 @@ def register(app: typer.Typer) -> None:
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
         precision: PrecisionOption = None,
+        channels_last: ChannelsLastFlag = False,
+        compile: CompileFlag = False,
         data_dir: DataDirOption = None,
         data_options: DataOptions = None,
         checkpoint_every: CheckpointEveryOption = 500,
@@ -99,6 +103,8 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every,
             keep_checkpoints=keep_checkpoints,
             precision=precision,
+            channels_last=channels_last,
+            compile=compile,
         )
         print_stale_runs(Path(out).parent if out is not None else Path("runs"))
         with attach_progress(registry, err_console if json_output else console):

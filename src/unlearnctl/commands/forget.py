@@ -107,6 +107,10 @@ class ForgetRequest:
     device: str = "auto"
     #: fp32, bf16 or fp16; None: what ``accelerate launch --mixed_precision`` asked for, else fp32
     precision: str | None = None
+    #: the UNet's weights in channels-last memory format during the steps (docs/performance.md)
+    channels_last: bool = False
+    #: torch.compile of the UNet's forward (docs/performance.md)
+    compile: bool = False
     #: images per class in each before/after sample grid (0: no grids)
     grid_per_class: int = 8
     #: a checkpoint every this many steps (0: only when a stop signal comes; docs/resume.md)
@@ -308,6 +312,8 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             "steps": p.method.total_steps(),
             "device": p.device.type,
             "precision": p.precision,
+            "channels_last": req.channels_last,
+            "compile": req.compile,
             "grid_per_class": req.grid_per_class,
             "threads": torch.get_num_threads(),
         }
@@ -335,6 +341,8 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             hook=hook,
             loop=loop,
             world=world,
+            channels_last=req.channels_last,
+            compile=req.compile,
         )
         held.callback(run.close)
         samples: dict[str, str] = {}
@@ -416,7 +424,9 @@ def _manifest(
             output_files_sha256=folder_sha256(tmp / MODEL_DIR),
             saved_weights=saved,
         ),
-        environment=collect_environment(req.device, p.device, p.precision),
+        environment=collect_environment(
+            req.device, p.device, p.precision, channels_last=req.channels_last, compile=req.compile
+        ),
         samples=SamplesRecord(
             files=samples,
             forgotten_classes=grid_classes[0],

@@ -116,7 +116,13 @@ def prepare_replay(
             f"replay without --verify, or on a {rec_env.device} device"
         )
     precision = check_precision(rec_env.precision, dev)
-    current = collect_environment(device or rec_env.device_requested, dev, precision)
+    current = collect_environment(
+        device or rec_env.device_requested,
+        dev,
+        precision,
+        channels_last=rec_env.channels_last,
+        compile=rec_env.compile,
+    )
     # the rerun uses the recorded thread count (below), so that is the one to compare
     current = current.model_copy(update={"num_threads": rec_env.num_threads})
     warnings = environment_differences(rec_env, current)
@@ -138,6 +144,8 @@ def prepare_replay(
         seed=original.seed,
         device=device or rec_env.device_requested,
         precision=precision,
+        channels_last=rec_env.channels_last,
+        compile=rec_env.compile,
         grid_per_class=grid_per_class,
         threads=rec_env.num_threads,  # CPU sums depend on the thread count: use the recorded one
         command=list(command) if command is not None else list(sys.argv[1:]),

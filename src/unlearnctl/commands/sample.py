@@ -31,6 +31,7 @@ from ..grids import GRID_MIN_TILE, save_grid, save_labelled_grid, to_pil
 from ..lifecycle import Lifecycle, RunInfo
 from ..models.folder import DiffusionModel
 from ..rundir import GRID_FILE, SAMPLES_INFO_FILE, atomic_run_dir, check_new_folder
+from ..runtime import prepare_module
 from ..sampling import SampleOptions, image_file_name
 
 #: the most images ``grid.png`` shows: the first ones, or, one row per class, the first
@@ -179,7 +180,7 @@ def generate_batches(
     noise = NoiseStream(generator, plan.num, shape, math.lcm(o.batch_size, NOISE_BLOCK))
     settings = {"sampler": o.sampler, "steps": o.steps, "guidance": o.guidance, "eta": o.eta}
     per_round = o.batch_size * world.size  # one batch per process
-    model.unet.to(device)
+    prepare_module(model.unet.to(device), channels_last=o.channels_last, compile=o.compile)
     try:
         for start in range(0, plan.num, per_round):
             began = time.perf_counter()
@@ -197,7 +198,7 @@ def generate_batches(
             if gathered is not None:
                 yield start, gathered, plan.labels(start, start + count), time.perf_counter() - began
     finally:
-        model.unet.to("cpu")
+        model.unet.to("cpu", memory_format=torch.contiguous_format)
 
 
 class GridImages:

@@ -83,6 +83,9 @@ class TrainRequest:
     dataset_fingerprint: str | None = None
     #: fp32, bf16 or fp16 autocast; None: what ``accelerate launch --mixed_precision`` asked for, else fp32
     precision: str | None = None
+    #: the UNet's opt-in speed-ups (docs/performance.md, "GPU paths")
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -250,6 +253,7 @@ def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | No
         result = train_model(
             train_set, options, seed=req.seed, on_step=on_step, device=device,
             class_names=data.class_names, source=str(out), loop=loop, world=world, precision=precision,
+            channels_last=req.channels_last, compile=req.compile,
         )  # fmt: skip
         model = result.model
         if tmp is not None:  # the main process writes the run folder
@@ -309,7 +313,9 @@ def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | No
                     output_files_sha256=folder_sha256(tmp / MODEL_DIR),
                     saved_weights="ema",
                 ),
-                environment=collect_environment(req.device, device, precision),
+                environment=collect_environment(
+                    req.device, device, precision, channels_last=req.channels_last, compile=req.compile
+                ),
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 wall_time_s=round(time.perf_counter() - t0, 3),

@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -28,7 +28,7 @@ from ..errors import NonFiniteError
 from ..lifecycle import RunInfo
 from ..models.folder import DiffusionModel
 from ..rundir import LOG_FILE
-from ..runtime import Precision, check_precision, seeded_generator
+from ..runtime import Precision, check_precision, prepare_module, seeded_generator
 
 # --- the runner that methods use ----------------------------------------------------------------
 
@@ -65,6 +65,8 @@ class UnlearnRun(RunInfo):
         kind: str = "forget",
         loop: StepLoop | None = None,
         world: World = SINGLE,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.model, self.split = model, split
         self.seed = seed
@@ -103,7 +105,16 @@ class UnlearnRun(RunInfo):
         self._resumed_before: list[int] = []
         self._log_fh: IO[str] | None = None
         self._streams = 0
+        #: read logged values and gradient norms to the host only every few steps (accelerators: each read
+        #: waits for the device's queue to drain); on the CPU a read costs nothing and they are read at once
+        self.defer_host_reads = self.device.type != "cpu"
+        self._pending_lines: list[dict[str, Any]] = []
+        self._pending_norms: list[tuple[int, torch.Tensor]] = []
         self.model.unet.to(self.device).train()
+        #: the UNet's opt-in speed-ups (docs/performance.md, "GPU paths"), recorded in the manifest
+        self.channels_last, self.compiled = channels_last, compile
+        prepare_module(self.model.unet, channels_last=channels_last, compile=compile)
+        self.loop.on_save = self._before_checkpoint
         self.loop.track("model", self.model.unet)
         self.loop.track("generator", self.generator, per_rank=True)
         self.loop.track("run", _RunCounters(self))
@@ -229,19 +240,30 @@ class UnlearnRun(RunInfo):
 
     def apply_gradients(
         self, optimizer: torch.optim.Optimizer, grads: Sequence[torch.Tensor], clip: float = 1.0
-    ) -> float:
+    ) -> torch.Tensor:
         """Set the optimizer's parameters' ``.grad`` to ``grads``, clip the global norm, step, update the EMA.
 
-        Returns the gradient norm before clipping. In fp16 a step whose gradients overflowed is skipped
-        and the loss scale halved; in fp32/bf16 a non-finite gradient is an error.
+        Returns the gradient norm before clipping, a 0-d tensor on the run's device (``float()`` reads it;
+        on an accelerator that waits for the device, so pass it to :meth:`log` as it is). In fp16 a step
+        whose gradients overflowed is skipped and the loss scale halved; in fp32/bf16 a non-finite gradient
+        is an error (:class:`NonFiniteError`): at once on the CPU, at the next read of the logged values
+        on an accelerator (:attr:`defer_host_reads`; always before a checkpoint is written).
         """
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if len(params) != len(grads):
             raise ValueError(f"apply_gradients: {len(grads)} gradients for {len(params)} parameters")
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        # the norm is read to the host once (one sync on an accelerator) for the check and the return value
         total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if self.defer_host_reads and self.precision != "fp16":
+            # no host read: torch's clip multiplies by its coefficient clamped to 1 (x * 1.0 == x, so the
+            # same weights as the branch below, which skips that pass when it reads that nothing is clipped)
+            if clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, clip, total)
+            self._pending_norms.append((self.optimizer_steps + 1, total.detach()))
+            self._step(optimizer)
+            return total
+        # the norm is read to the host once (one sync on an accelerator) for the check and the clip decision
         host = total.cpu()
         norm = float(host)
         # torch's clip_grad_norm_, less its multiplication by a coefficient clamped to 1 (x * 1.0 == x): one
@@ -253,19 +275,19 @@ class UnlearnRun(RunInfo):
             if self.precision == "fp16":
                 self._loss_scale /= 2.0
                 optimizer.zero_grad(set_to_none=True)
-                return norm
-            raise NonFiniteError(
-                f"the gradient norm became {norm} at optimizer step {self.optimizer_steps + 1} (a loss diverged): "
-                "lower the learning rate (--set lr=...)"
-            )
+                return total
+            raise _nonfinite_gradient(norm, self.optimizer_steps + 1)
+        self._step(optimizer)
+        return total
+
+    def _step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         if self.ema is not None:
             self.ema.step(self.model.unet.parameters())
-        return norm
 
-    def backward_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> float:
+    def backward_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
         """Backward, gradient-norm clip (``clip`` 0: off), optimizer step, EMA update; returns the grad norm."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         return self.apply_gradients(optimizer, self.grads(loss, params), clip)
@@ -280,19 +302,52 @@ class UnlearnRun(RunInfo):
         """
         if self.total_steps is None:
             raise ValueError(
-                "run.total_steps is not set: the method must declare a `steps` option or override "
-                "Method.total_steps()"
+                "run.total_steps is not set: the method must declare a `steps` option or override Method.total_steps()"
             )
         return self.loop.steps(self.total_steps)
 
-    def log(self, step: int, values: dict[str, float]) -> None:
-        """Append one line to ``log.jsonl`` (step, values, learning rate, elapsed seconds) and tell the hooks."""
-        line: dict[str, Any] = {"step": step}
-        line.update({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in values.items()})
+    def log(self, step: int, values: Mapping[str, float | torch.Tensor]) -> None:
+        """Append one line to ``log.jsonl`` (step, values, learning rate, elapsed seconds) and tell the hooks.
+
+        ``values``: numbers or 0-d tensors (a loss as ``loss.detach()``, not ``loss.item()``: on an
+        accelerator the run reads the tensors of :data:`DEFERRED_LOG_LINES` steps to the host at once, so
+        the step loop never waits for the device; the line is written then, and before each checkpoint).
+        """
+        line: dict[str, Any] = {"step": step, **values}
         if self.optimizer is not None and "lr" not in line:
             line["lr"] = self.optimizer.param_groups[0]["lr"]
         line["time"] = round(time.perf_counter() - self._start, 4)
+        if not self.defer_host_reads:
+            self._emit({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in line.items()})
+            return
+        self._pending_lines.append(line)
+        if len(self._pending_lines) >= DEFERRED_LOG_LINES or step == self.total_steps:
+            self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Read the logged values and gradient norms kept on the device (one host read), check them, write them.
+
+        Raises :class:`NonFiniteError` for the first non-finite value, as :meth:`log` does at once on the CPU.
+        """
+        lines, self._pending_lines = self._pending_lines, []
+        norms, self._pending_norms = self._pending_norms, []
+        tensors = [v for line in lines for v in line.values() if isinstance(v, torch.Tensor)]
+        tensors += [n for _, n in norms]
+        if tensors:
+            # float64 holds every float32 value exactly (MPS has no float64: the values are float32 there)
+            dtype = torch.float32 if self.device.type == "mps" else torch.float64
+            read = iter(torch.stack([t.detach().reshape(()).to(self.device, dtype) for t in tensors]).tolist())
+            lines = [{k: (next(read) if isinstance(v, torch.Tensor) else v) for k, v in ln.items()} for ln in lines]
+            for optimizer_step, _ in norms:
+                norm = next(read)
+                if not math.isfinite(norm):
+                    raise _nonfinite_gradient(norm, optimizer_step)
+        for line in lines:
+            self._emit(line)
+
+    def _emit(self, line: dict[str, Any]) -> None:
         line = mean_values(line, self.world)  # several processes: the mean over their shards
+        step = line["step"]
         for key, value in line.items():
             if isinstance(value, float) and not math.isfinite(value) and key != "time":
                 raise NonFiniteError(
@@ -310,11 +365,20 @@ class UnlearnRun(RunInfo):
         if self.hook is not None:
             self.hook.step_logged(run=self, step=step, values=line)
 
+    def _before_checkpoint(self, step: int) -> None:
+        # a checkpoint holds only steps whose logged values and gradients were read and found finite
+        self.flush_pending()
+
     # -- end -------------------------------------------------------------------------------------
 
     def finish(self) -> Literal["ema", "raw"]:
-        """Put the weights to save into the UNet (the EMA's, when kept and asked for); say which."""
+        """Put the weights to save into the UNet (the EMA's, when kept and asked for); say which.
+
+        The UNet is back in the default memory format (``--channels-last`` is for the steps only).
+        """
+        self.flush_pending()
         self.close()
+        self.model.unet.to(memory_format=torch.contiguous_format)
         if self.ema is not None and self.save_ema:
             self.ema.copy_to(self.model.unet.parameters())
             return "ema"
@@ -323,6 +387,11 @@ class UnlearnRun(RunInfo):
     def close(self) -> None:
         """End the step loop and close ``log.jsonl`` (also when the method failed)."""
         self.loop.close()
+        if self._pending_lines or self._pending_norms:
+            # the run failed or stopped with lines not yet written: write what can be written; the run's own
+            # error is the one reported, not a non-finite value found here or a device error
+            with contextlib.suppress(NonFiniteError, RuntimeError):
+                self.flush_pending()
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
@@ -345,6 +414,17 @@ class UnlearnRun(RunInfo):
             return self._log_fh.tell()
         path = self.work_dir / LOG_FILE if self.work_dir is not None else None
         return path.stat().st_size if path is not None and path.exists() else 0
+
+
+#: on an accelerator, the steps whose logged values are read to the host at once (UnlearnRun.log)
+DEFERRED_LOG_LINES = 10
+
+
+def _nonfinite_gradient(norm: float, optimizer_step: int) -> NonFiniteError:
+    return NonFiniteError(
+        f"the gradient norm became {norm} at optimizer step {optimizer_step} (a loss diverged): "
+        "lower the learning rate (--set lr=...)"
+    )
 
 
 def method_stream(world: World) -> str:
@@ -385,5 +465,3 @@ class _RunCounters:
             if log.exists():
                 with open(log, "r+b") as fh:
                     fh.truncate(int(state["log_bytes"]))
-
-

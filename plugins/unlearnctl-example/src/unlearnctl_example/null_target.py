@@ -65,5 +65,5 @@ class NullTarget(unlearnctl.Method):
             run.backward_step(optimizer, loss, clip=o.clip)
             run.log(
                 step,
-                {"loss": loss.item(), "loss_remain": loss_remain.item(), "loss_forget": loss_forget.item()},
+                {"loss": loss.detach(), "loss_remain": loss_remain.detach(), "loss_forget": loss_forget.detach()},
             )

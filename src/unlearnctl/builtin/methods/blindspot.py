@@ -102,4 +102,4 @@ class Blindspot(Method):
                 loss_r = trainer.ddpm_loss(remain)
             # 5. one Adam step on the sum: clip, step, EMA (the runner)
             grad_norm = trainer.step(loss_f + o.alpha * loss_r)
-            run.log(step, {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "grad_norm": grad_norm})
+            run.log(step, {"loss_r": loss_r.detach(), "loss_f": loss_f.detach(), "grad_norm": grad_norm})

@@ -159,13 +159,13 @@ class Trainer:
         run = self.run
         kept = torch.tensor(run.split.remain_classes, dtype=torch.long)
         x_t = add_noise(run.model.scheduler, forget.x0, run.randn_like(forget.x0), forget.t)
-        c_hat = draw_surrogates(forget.c.cpu(), kept, run.generator).to(run.device)
+        c_hat = draw_surrogates(forget.c, kept, run.generator)
         return relabel_loss(run.model.unet, x_t, forget.t, forget.c, c_hat)
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward, gradient-norm clip (``grad_clip``), Adam step, EMA (the runner); returns the grad norm."""
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, gradient-norm clip (``grad_clip``), Adam step, EMA (the runner); the grad norm (0-d tensor)."""
         return self.run.backward_step(self.optimizer, loss, clip=self.options.grad_clip)
 
-    def apply_gradients(self, grads: list[torch.Tensor]) -> float:
+    def apply_gradients(self, grads: list[torch.Tensor]) -> torch.Tensor:
         """:meth:`step` with gradients the method computed itself (in the order of ``params``)."""
         return self.run.apply_gradients(self.optimizer, grads, clip=self.options.grad_clip)

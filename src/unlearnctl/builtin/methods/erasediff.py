@@ -55,11 +55,13 @@ def bilevel_lambda(
     rule: LambdaRule,
     g_F: list[torch.Tensor],
     g_q: list[torch.Tensor],
-    q: float,
+    q: float | torch.Tensor,
     lam: float,
     eta: float,
     scratch: Float64Scratch | None = None,
-) -> float:
+    *,
+    on_host: bool = True,
+) -> float | torch.Tensor:
     """lambda_i of the update ``theta <- theta - zeta Opt(g_F + lambda_i g_q)`` (erasediff.md).
 
     - ``fixed``:  lambda
@@ -70,10 +72,16 @@ def bilevel_lambda(
     ``g_F``, ``g_q`` are per-parameter gradient lists; products are summed in float64 (in ``scratch``'s
     buffers, kept across steps, when given: the same sums without allocating them anew each step). When
     ``||g_q|| = 0`` there is no direction to push: ``bome`` and ``value`` give 0, and the cosine is 0.
+    ``on_host``: the sums are read to the host and lambda is a Python float (one host read); else lambda
+    is a 0-d float64 tensor on the gradients' device, computed there by the same formulas (no host read:
+    ``UnlearnRun.defer_host_reads``).
     """
     if rule == "fixed":
         return float(lam)
-    dot, qq, *rest = (scratch or Float64Scratch()).sums(g_F, g_q, with_ff=rule == "cosine")
+    sums = (scratch or Float64Scratch()).sums(g_F, g_q, with_ff=rule == "cosine")
+    if not on_host:
+        return _lambda_on_device(rule, sums, q, eta)
+    dot, qq, *rest = sums.tolist()
     if rule == "cosine":
         ff = rest[0]
         cos = dot / (ff**0.5 * qq**0.5) if ff > 0 and qq > 0 else 0.0
@@ -83,15 +91,43 @@ def bilevel_lambda(
     if rule == "bome":
         return max((eta * qq - dot) / qq, 0.0)
     if rule == "value":
-        return max((eta * q - dot) / qq, 0.0)
+        return max((eta * float(q) - dot) / qq, 0.0)
     raise ValueError(f"unknown lambda rule {rule!r}")
+
+
+def _lambda_on_device(rule: LambdaRule, sums: torch.Tensor, q: float | torch.Tensor, eta: float) -> torch.Tensor:
+    """:func:`bilevel_lambda`'s formulas on 0-d float64 tensors (``torch.where`` for its two cases)."""
+    import torch
+
+    dot, qq = sums[0], sums[1]
+    if rule == "cosine":
+        ff = sums[2]
+        cos = torch.where((ff > 0) & (qq > 0), dot / (ff.sqrt() * qq.sqrt()), 0.0)
+        return (eta - cos).clamp_min(0.0)
+    if rule == "bome":
+        num = eta * qq - dot
+    elif rule == "value":
+        num = eta * torch.as_tensor(q, device=sums.device).to(torch.float64) - dot
+    else:
+        raise ValueError(f"unknown lambda rule {rule!r}")
+    return torch.where(qq > 0, (num / qq).clamp_min(0.0), 0.0)
+
+
+def add_weighted_(g_F: list[torch.Tensor], g_q: list[torch.Tensor], lam: float | torch.Tensor) -> list[torch.Tensor]:
+    """``g_F + lambda g_q`` in place of ``g_F`` (returned): ``add_`` with a float lambda, ``addcmul_`` with a
+    device tensor (its float32 value, as ``add_`` rounds a float alpha; ``add_`` fuses the multiply-add,
+    so the two can differ in the last bit)."""
+    if isinstance(lam, float):
+        return [gf.add_(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]
+    lam32 = lam.float()
+    return [gf.addcmul_(gq, lam32) for gf, gq in zip(g_F, g_q, strict=True)]
 
 
 class Float64Scratch:
     """Float64 buffers for :func:`bilevel_lambda`'s sums, one pair per parameter, reused every step.
 
     Each sum is the float64 sum of exact float64 products of the float32 gradients: ``<g_F, g_q>``,
-    ``||g_q||^2`` and (cosine) ``||g_F||^2``, per parameter, then over parameters; one host sync for all.
+    ``||g_q||^2`` and (cosine) ``||g_F||^2``, per parameter, then over parameters.
     """
 
     def __init__(self) -> None:
@@ -108,7 +144,8 @@ class Float64Scratch:
             self._b = [torch.empty(g.shape, dtype=torch.float64, device=g.device) for g in grads]
         return self._a, self._b
 
-    def sums(self, g_F: list[torch.Tensor], g_q: list[torch.Tensor], with_ff: bool = False) -> list[float]:
+    def sums(self, g_F: list[torch.Tensor], g_q: list[torch.Tensor], with_ff: bool = False) -> torch.Tensor:
+        """``<g_F, g_q>``, ``||g_q||^2`` (and ``||g_F||^2``) as one float64 tensor on the gradients' device."""
         import torch
 
         bufs_a, bufs_b = self._buffers(g_q)
@@ -122,22 +159,26 @@ class Float64Scratch:
         totals = [torch.stack(dots).sum(), torch.stack(qqs).sum()]
         if with_ff:
             totals.append(torch.stack(ffs).sum())
-        return torch.stack(totals).tolist()
+        return torch.stack(totals)
 
 
 def draw_surrogates(labels: torch.Tensor, candidates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """For each label y, a class drawn uniformly from ``candidates`` without y (all on CPU).
+    """For each label y, a class drawn uniformly from ``candidates`` without y, on ``labels``' device.
 
     ``candidates`` are the classes NOT being forgotten. (The authors' code draws from 1..9, which is
-    right only when forgetting class 0.) Every label must leave at least one candidate.
+    right only when forgetting class 0.) Every label must leave at least one candidate. The uniform
+    numbers come from ``generator`` (a CPU generator) and are copied to the device: the same classes on
+    every device, and no copy of the labels to the host.
     """
     import torch
 
+    candidates = candidates.to(labels.device)
     member = labels[:, None] == candidates[None, :]
     has = member.any(1)
     pos = member.int().argmax(1)
     choices = len(candidates) - has.long()
-    j = (torch.rand(len(labels), generator=generator) * choices).long().clamp_max(choices - 1)
+    u = torch.rand(len(labels), generator=generator).to(labels.device)
+    j = (u * choices).long().clamp_max(choices - 1)
     j = j + (has & (j >= pos)).long()  # skip the item's own class
     return candidates[j]
 
@@ -243,7 +284,7 @@ class EraseDiff(Method):
         c_f = labels if model.conditional else None
         if o.target == "relabel":
             eps = run.randn_like(x0)
-            c_hat = draw_surrogates(labels.cpu(), kept, run.generator).to(run.device)
+            c_hat = draw_surrogates(labels, kept, run.generator)
             return _ForgetBatch(add_noise(model.scheduler, x0, eps, t), t, c_f, c_hat=c_hat)
         u = run.rand_like(x0)
         noise = u if o.corruption == "uniform" else run.randn_like(x0)
@@ -303,8 +344,8 @@ class EraseDiff(Method):
 
             # 2. Inner problem: phi^0 = theta_i, then K Adam steps on f(phi) -- on a copy, theta_i is not
             #    changed. phi^0 = theta_i, so the first inner gradient is g_q itself. Same batch and draws.
-            values = {}
-            q = 0.0
+            values: dict[str, torch.Tensor] = {}
+            q: float | torch.Tensor = 0.0
             if inner_needed:
                 f_phi = f_theta.detach()
                 if o.inner_steps > 0:
@@ -326,7 +367,7 @@ class EraseDiff(Method):
                     with torch.no_grad(), run.autocast():
                         f_phi = self.forget_loss(phi, fb)
                 # 3. q(theta_i) = f(theta_i) - f(phi^K) >= 0 (approximately): how far theta_i is from erased.
-                q = float(f_theta.detach() - f_phi)
+                q = f_theta.detach() - f_phi
                 values["q"] = q
 
             # 4. The outer (utility) objective F(theta_i): the DDPM loss on D_r, and g_F = grad F.
@@ -335,11 +376,14 @@ class EraseDiff(Method):
             g_F = run.grads(loss_r, params)
 
             # 5. lambda_i by the chosen rule (fixed / bome / cosine / value).
-            lam = bilevel_lambda(o.lambda_rule, g_F, g_q, q, o.lambda_, o.eta, scratch)
+            #    On an accelerator lambda stays on the device (no host read in the step: docs/performance.md).
+            lam = bilevel_lambda(
+                o.lambda_rule, g_F, g_q, q, o.lambda_, o.eta, scratch, on_host=not run.defer_host_reads
+            )
 
             # 6. theta_{i+1} = theta_i - zeta * Adam(g_F + lambda_i g_q): clip, step, EMA (the runner).
-            update = [gf.add_(gq, alpha=lam) for gf, gq in zip(g_F, g_q, strict=True)]  # g_F is not read again
+            update = add_weighted_(g_F, g_q, lam)  # g_F is not read again
             grad_norm = run.apply_gradients(optimizer, update, clip=o.grad_clip)
 
-            run.log(step, {"loss_r": loss_r.item(), "loss_f": f_theta.item(), **values, "lambda": lam,
+            run.log(step, {"loss_r": loss_r.detach(), "loss_f": f_theta.detach(), **values, "lambda": lam,
                            "grad_norm": grad_norm})  # fmt: skip

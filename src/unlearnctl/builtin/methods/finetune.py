@@ -41,4 +41,4 @@ class FineTune(Method):
                 loss_r = trainer.ddpm_loss(remain)
             # 3. Adam step on grad F: clip, step, EMA (the runner)
             grad_norm = trainer.step(loss_r)
-            run.log(step, {"loss_r": loss_r.item(), "grad_norm": grad_norm})
+            run.log(step, {"loss_r": loss_r.detach(), "grad_norm": grad_norm})

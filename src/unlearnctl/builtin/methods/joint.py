@@ -91,4 +91,4 @@ class Joint(Method):
                 loss_r = trainer.ddpm_loss(remain)
             # 4. one Adam step on F + lambda f: clip, step, EMA (the runner)
             grad_norm = trainer.step(loss_r + o.lambda_ * loss_f)
-            run.log(step, {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "grad_norm": grad_norm})
+            run.log(step, {"loss_r": loss_r.detach(), "loss_f": loss_f.detach(), "grad_norm": grad_norm})

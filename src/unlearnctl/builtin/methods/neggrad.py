@@ -73,6 +73,6 @@ class NegGrad(Method):
             grad_norm = trainer.step(loss)
             run.log(
                 step,
-                {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "ascent": float(loss_f.item() < ceiling),
+                {"loss_r": loss_r.detach(), "loss_f": loss_f.detach(), "ascent": (loss_f.detach() < ceiling).float(),
                  "grad_norm": grad_norm},
             )  # fmt: skip

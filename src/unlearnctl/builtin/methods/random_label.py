@@ -67,4 +67,4 @@ class RandomLabel(Method):
                 loss_r = trainer.ddpm_loss(remain)
             # 4. one Adam step on f + alpha F: clip, step, EMA (the runner)
             grad_norm = trainer.step(loss_f + o.alpha * loss_r)
-            run.log(step, {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "grad_norm": grad_norm})
+            run.log(step, {"loss_r": loss_r.detach(), "loss_f": loss_f.detach(), "grad_norm": grad_norm})

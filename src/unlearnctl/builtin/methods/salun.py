@@ -92,7 +92,7 @@ class SalUn(Method):
                 if o.saliency_loss == "ddpm":
                     loss = ddpm_loss(unet, model.scheduler, x0, c_f, t, eps)
                 else:
-                    c_hat = draw_surrogates(c_f.cpu(), kept, run.generator).to(run.device)
+                    c_hat = draw_surrogates(c_f, kept, run.generator)
                     loss = relabel_loss(unet, add_noise(model.scheduler, x0, eps, t), t, c_f, c_hat)
             # weight each batch by its size, so the sum is over images whatever the batching
             for acc, g in zip(total, run.grads(loss * len(x0), params), strict=True):
@@ -164,5 +164,5 @@ class SalUn(Method):
             grad_norm = trainer.apply_gradients(grads)
             run.log(
                 step,
-                {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "grad_norm": grad_norm, "trainable": trainable},
+                {"loss_r": loss_r.detach(), "loss_f": loss_f.detach(), "grad_norm": grad_norm, "trainable": trainable},
             )

@@ -225,5 +225,10 @@ class SelectiveAmnesia(Method):
             grad_norm = trainer.step(loss)
             run.log(
                 step,
-                {"loss_r": loss_r.item(), "loss_f": loss_f.item(), "ewc": loss_ewc.item(), "grad_norm": grad_norm},
+                {
+                    "loss_r": loss_r.detach(),
+                    "loss_f": loss_f.detach(),
+                    "ewc": loss_ewc.detach(),
+                    "grad_norm": grad_norm,
+                },
             )
