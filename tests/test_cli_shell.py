@@ -329,14 +329,17 @@ def test_out_set_and_threads_share_their_flags_and_wording():
     from unlearnctl.cli.options import OUT_RULE
 
     outs = _commands_with("--out")
-    assert set(outs) == {"forget", "eval", "sample", "train", "train-judge", "replay"}
+    assert set(outs) == {"forget", "eval", "audit", "sample", "train", "train-judge", "replay"}
     assert all(sorted(p.opts) == ["--out", "-o"] for p in outs.values())
-    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name != "eval")  # eval writes into a run
+    # eval and audit write into a run folder
+    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name not in ("eval", "audit"))
+    assert "never overwritten" in (outs["audit"].help or "") and "audit.json" in (outs["audit"].help or "")
+    assert "metrics.json" in (outs["eval"].help or "")
     sets = _commands_with("--set")
-    assert set(sets) == {"forget", "eval", "train"}
+    assert set(sets) == {"forget", "eval", "audit", "train"}
     assert all(sorted(p.opts) == ["--set", "-s"] and (p.help or "").endswith("; repeatable.") for p in sets.values())
     threads = _commands_with("--threads")
-    assert set(threads) == {"forget", "eval"}
+    assert set(threads) == {"forget", "eval", "audit"}
     assert all("1 is fastest when other jobs share the cores" in (p.help or "") for p in threads.values())
 
 

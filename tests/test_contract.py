@@ -13,7 +13,7 @@ import torch
 import unlearnctl
 from unlearnctl.commands.eval import EvalRequest, default_metrics, prepare_eval
 from unlearnctl.commands.forget import ForgetRequest, forget
-from unlearnctl.components import Dataset, Method, Metric
+from unlearnctl.components import Attack, Dataset, Method, Metric
 from unlearnctl.manifest import read_manifest
 from unlearnctl.registry import get_registry
 from unlearnctl.testing.harness import RecordingHook, make_eval_context, make_unlearn_run, run_method, tiny_split
@@ -29,6 +29,11 @@ OPTIONAL_HOOKS = [
     (Metric, "needs_samples"),
     (Metric, "default"),
     (Dataset, "version"),
+    (Attack, "prepare"),
+    (Attack, "default"),
+    (Attack, "conditional_only"),
+    (Attack, "needs_judge"),
+    (Attack, "headline"),
 ]
 
 
@@ -49,6 +54,8 @@ def test_the_contexts_are_typed_in_the_signatures() -> None:
     assert inspect.signature(Metric.compute).parameters["ctx"].annotation == "EvalContext"
     assert inspect.signature(Metric.prepare).parameters["ctx"].annotation == "EvalContext"
     assert inspect.signature(Method.check).parameters["split"].annotation == "ForgetSplit"
+    assert inspect.signature(Attack.run).parameters["ctx"].annotation == "AuditContext"
+    assert inspect.signature(Attack.prepare).parameters["ctx"].annotation == "AuditContext"
 
 
 class Plain(Method):

@@ -20,7 +20,8 @@ from unlearnctl.testing.contracts import (
 from unlearnctl.testing.tiny import tiny_image_set, tiny_model
 
 #: option values the checks need (required options), or that keep them fast: the smallest settings
-#: of the methods that train or sample (blindspot's proxy, selective-amnesia's replay and Fisher)
+#: of the methods that train or sample (blindspot's proxy, selective-amnesia's replay and Fisher) and of
+#: the attacks that fine-tune or sample
 OPTIONS: dict[str, dict[str, Any]] = {
     "selector:classes": {"classes": ["1"]},
     "selector:random": {"fraction": 0.25},
@@ -29,6 +30,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "method:blindspot": {"proxy_steps": 1},
     "method:selective-amnesia": {"samples_per_class": 1, "fisher_samples": 1, "fisher_timesteps": 1, "sample_steps": 1},
     "metric:membership": {"draws": 2},
+    "attack:relearn": {"steps": 2, "k": [2], "evaluations": 1, "samples": 2},
+    "attack:embedding": {"steps": 2, "samples": 2},
+    "attack:seed-search": {"budget": 4},
+    "attack:null-leakage": {"samples": 4},
     "dataset:cifar10": {"download": False},  # no network in a contract check
 }
 #: built-ins whose runtime check cannot run on an offline test machine, and why

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnctl.contexts.evaluation import DEFAULT_SAMPLES_PER_CLASS
+from unlearnctl.contexts.study import DEFAULT_SAMPLES_PER_CLASS
 from unlearnctl.judge.classifier import Judge
 from unlearnctl.rundir import METRICS_FILE
 from unlearnctl.testing.tiny import tiny_model

@@ -16,7 +16,8 @@ from unlearnctl.builtin.metrics import (
     class_shares,
     judge_stats,
 )
-from unlearnctl.contexts.evaluation import EvalContext, SamplingProtocol
+from unlearnctl.contexts.evaluation import EvalContext
+from unlearnctl.contexts.study import SamplingProtocol
 from unlearnctl.diffusion import ddpm_loss, sample_timesteps
 from unlearnctl.judge.classifier import Judge
 from unlearnctl.testing.tiny import tiny_image_set, tiny_model

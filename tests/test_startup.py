@@ -65,6 +65,9 @@ def heavy_imported(
         (["show", "method", "erasediff"], "erasediff"),
         (["show", "method", "retrain"], "steps"),
         (["show", "model", "ddpm-digits"], "ddpm-digits"),
+        (["list", "attacks"], "membership-pia"),
+        (["show", "attack", "relearn"], "steps"),
+        (["audit", "--help"], "--against"),
         (["plugins"], "builtin.methods"),
     ],
 )

@@ -4,9 +4,10 @@ This module is the public API: plugins (the built-in ones included) import only 
 (``from unlearnctl import ...``; see ``docs/plugins.md``). Everything in ``__all__`` is stable:
 
 - components to subclass: :class:`Dataset`, :class:`Selector`, :class:`Method`, :class:`ModelPreset`,
-  :class:`Metric`, with their nested :class:`Options`;
+  :class:`Metric`, :class:`Attack`, with their nested :class:`Options`;
 - what components receive: :class:`UnlearnRun` (a method's ``unlearn(run)``), :class:`EvalContext` (a
-  metric's ``compute(ctx)``), :class:`DiffusionModel`, :class:`ImageSet` and :class:`ForgetSplit`;
+  metric's ``compute(ctx)``), :class:`AuditContext` (an attack's ``run(ctx)``), :class:`DiffusionModel`,
+  :class:`ImageSet` and :class:`ForgetSplit`;
 - what lifecycle hooks receive: :class:`RunInfo` (``run``, the same attributes for every command);
   a listener's failure is a :class:`PluginHookWarning`;
 - building blocks: :mod:`unlearnctl.diffusion` (noising, the DDPM loss, guided sampling), training
@@ -44,8 +45,10 @@ from .paths import dataset_folder
 if TYPE_CHECKING:  # what type checkers see; at run time these come from __getattr__
     __version__: str
     from . import diffusion
-    from .components import Component, Dataset, Method, Metric, ModelPreset, Options, Selector
-    from .contexts.evaluation import EvalContext, SamplingProtocol
+    from .components import Attack, Component, Dataset, Method, Metric, ModelPreset, Options, Selector
+    from .contexts.audit import AuditContext
+    from .contexts.evaluation import EvalContext
+    from .contexts.study import SamplingProtocol
     from .contexts.unlearn import UnlearnRun
     from .data.files import (
         ArrayImageSet,
@@ -68,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time these come from __getat
 #: public name -> the module (relative to this package) that defines it, imported on first use
 _LAZY: dict[str, str] = {
     "diffusion": "",
+    "Attack": "components",
     "Component": "components",
     "Dataset": "components",
     "Method": "components",
@@ -75,8 +79,9 @@ _LAZY: dict[str, str] = {
     "ModelPreset": "components",
     "Options": "components",
     "Selector": "components",
+    "AuditContext": "contexts.audit",
     "EvalContext": "contexts.evaluation",
-    "SamplingProtocol": "contexts.evaluation",
+    "SamplingProtocol": "contexts.study",
     "UnlearnRun": "contexts.unlearn",
     "IMAGE_EXTENSIONS": "data.formats",
     "ArrayImageSet": "data.files",
@@ -117,6 +122,8 @@ __all__ = [
     "ARCHITECTURES",
     "IMAGE_EXTENSIONS",
     "ArrayImageSet",
+    "Attack",
+    "AuditContext",
     "ColumnMetadata",
     "Component",
     "DataWarning",

@@ -1,4 +1,4 @@
-"""Base classes of the five kinds of component: dataset, selector, method, model, metric.
+"""Base classes of the six kinds of component: dataset, selector, method, model, metric, attack.
 
 A component is a small class with a unique ``name``, a docstring whose first line is its
 description, a nested pydantic ``Options`` model (unknown keys forbidden) and one method to
@@ -24,11 +24,11 @@ from .kinds import Kind as Kind
 
 if TYPE_CHECKING:
     # contexts import this module: their types are for annotations only
+    from .contexts.audit import AuditContext
     from .contexts.evaluation import EvalContext
     from .contexts.unlearn import UnlearnRun
     from .data.sets import ForgetSplit, ImageSet
     from .models.folder import DiffusionModel
-
 
 
 class Options(BaseModel):
@@ -181,10 +181,57 @@ class Metric(Component):
         raise NotImplementedError
 
 
+class Attack(Component):
+    """An adversary's attack on a model, run by ``unlearnctl audit``: can the forgotten data be recovered?
+
+    ``audit`` runs every attack on the unlearned model, its base model and (``--against``) a retrained
+    reference, each with its own :class:`unlearnctl.AuditContext` and the same seeds, so that a result is
+    read against the same attack on the model that never saw the data.
+    """
+
+    kind = "attack"
+    #: True: ``audit`` runs it when ``--attacks`` is not given (in registration order, built-ins first); a
+    #: default attack that does not apply (``conditional_only`` on an unconditional model, ``needs_judge``
+    #: without a judge) is left out with a note, where naming it in ``--attacks`` is an error
+    default: ClassVar[bool] = False
+    #: True when the attack needs a class-conditional model (``audit`` refuses an unconditional one before
+    #: any work when the attack is named in ``--attacks``)
+    conditional_only: ClassVar[bool] = False
+    #: True when the attack reads the judge classifier (``ctx.require_judge``): ``audit`` refuses to start
+    #: without one when the attack is named in ``--attacks``
+    needs_judge: ClassVar[bool] = False
+    #: ``(result key, column title)``: the number of the unlearned model's result that ``compare`` shows
+    #: next to the eval columns (e.g. ``("auc", "MIA loss")``); None: the attack has no column
+    headline: ClassVar[tuple[str, str] | None] = None
+
+    def prepare(self, ctx: AuditContext) -> None:
+        """Optional: check settings and build expensive pieces before any attack runs (fail early).
+
+        ``audit`` calls it once, with the unlearned model's context, before the first attack runs on any
+        model; raise ``UsageError`` for a request the attack cannot serve (too few forget images for an
+        option, a model it cannot handle). Keep what you build in ``ctx.cache`` (shared by every role's
+        context). The default does nothing.
+        """
+
+    def run(self, ctx: AuditContext) -> dict[str, Any]:
+        """Attack the one model of ``ctx`` and return named results for ``audit.json``.
+
+        Called once per audited model (``ctx.role``: ``"model"``, ``"base"``, ``"retrain"``), each time
+        with its own :class:`unlearnctl.AuditContext` (same seeds, data, judge and cache): draw every
+        random number from ``ctx.generator(stream)`` so that every role faces the same attack. Never change
+        ``ctx.model`` in place (fine-tune a copy). Values: numbers, strings, bools, lists and dicts of them
+        (``{"skipped": reason}`` when the attack does not apply). Two keys are drawn by ``audit``:
+        ``roc`` (``{"fpr": [...], "tpr": [...]}``: a ROC curve) and ``curves`` (``{series: {"x": [...],
+        "y": [...]}}``, with ``curve_axes`` ``{"x": label, "y": label}``).
+        """
+        raise NotImplementedError
+
+
 BASE_FOR_KIND: dict[str, type[Component]] = {
     "dataset": Dataset,
     "selector": Selector,
     "method": Method,
     "model": ModelPreset,
     "metric": Metric,
+    "attack": Attack,
 }

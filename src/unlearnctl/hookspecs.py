@@ -86,9 +86,19 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_attacks(register: Register) -> None:
+    """Register attacks for ``unlearnctl audit`` (subclasses of :class:`unlearnctl.Attack`).
+
+    :param register: call ``register(MyAttack)`` once per attack class.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def run_started(run: RunInfo) -> None:
     """Called once when a run starts, before its first step: ``forget``, ``replay``, ``train``,
-    ``train-judge``, ``eval`` and ``sample`` fire it (see ``docs/plugins.md``, "Listening to runs").
+    ``train-judge``, ``eval``, ``audit`` and ``sample`` fire it (see ``docs/plugins.md``, "Listening to runs").
 
     :param run: a :class:`unlearnctl.RunInfo` (for ``forget`` and ``replay``: the method's
         :class:`unlearnctl.UnlearnRun`, a subclass), the same object in all three lifecycle hooks of the
@@ -110,12 +120,14 @@ def step_logged(run: RunInfo, step: int, values: dict[str, float]) -> None:
 
     ``forget``/``replay`` at each ``run.log`` of the method (the same values go to ``log.jsonl``),
     ``train`` every ``log_every`` steps and at the last one (likewise), ``train-judge`` after each
-    optimizer step, ``eval`` after each metric is computed for a model (``sample`` logs no steps).
+    optimizer step, ``eval`` after each metric is computed for a model, ``audit`` while and after each
+    attack runs on a model (``sample`` logs no steps).
 
     :param run: the run object of :func:`run_started`; ``run.work_dir`` holds the files written so far.
     :param step: 1-based; it reaches ``run.total_steps`` at the last step.
     :param values: numbers: losses, lambda, learning rate, elapsed seconds (``forget``: ``time``;
-        ``train``: ``elapsed``); ``train-judge``: ``epoch``, ``loss``; ``eval``: ``seconds`` the metric took.
+        ``train``: ``elapsed``); ``train-judge``: ``epoch``, ``loss``; ``eval``: ``seconds`` the metric took;
+        ``audit``: ``progress`` (0..1) and the attack's own values while it runs, then ``seconds`` it took.
 
     .. versionadded:: 0.1
     """
@@ -129,7 +141,7 @@ def run_finished(run: RunInfo, result: Any) -> None:
     :param run: the run object of :func:`run_started`.
     :param result: the command's result: the :class:`Manifest` (``forget``, ``replay``, ``train``), the
         judge (``train-judge``), the ``EvalResult`` (``eval``: ``result.payload`` is ``metrics.json``), the
-        ``SampleResult`` (``sample``).
+        ``AuditResult`` (``audit``: ``result.payload`` is ``audit.json``), the ``SampleResult`` (``sample``).
 
     .. versionadded:: 0.1
     """

@@ -1,6 +1,6 @@
 """The lifecycle channel: what the lifecycle hooks receive (:class:`RunInfo`) and how they are called.
 
-Every command that runs something (``forget``, ``replay``, ``train``, ``train-judge``, ``eval``,
+Every command that runs something (``forget``, ``replay``, ``train``, ``train-judge``, ``eval``, ``audit``,
 ``sample``) describes its run with one :class:`RunInfo` (a method's :class:`~unlearnctl.UnlearnRun` is
 one too) and reports it through a :class:`Lifecycle`: ``run_started`` once, ``step_logged`` per logged
 step, ``run_finished`` once the output is complete. This is the only way progress leaves a command;
@@ -39,15 +39,15 @@ class RunInfo:
     Compared by identity: one object per run, the same in all three hooks.
     """
 
-    #: ``"forget"``, ``"replay"``, ``"train"``, ``"train-judge"``, ``"eval"`` or ``"sample"``
+    #: ``"forget"``, ``"replay"``, ``"train"``, ``"train-judge"``, ``"eval"``, ``"audit"`` or ``"sample"``
     kind: str
-    #: the final output folder (run folder, judge folder, ``eval``'s ``--out`` or run folder, ``sample``'s
-    #: ``--out``). The same path in all three hooks; it may not exist before ``run_finished``: folders are
+    #: the final output folder (run folder, judge folder, ``eval``'s and ``audit``'s ``--out`` or run folder,
+    #: ``sample``'s ``--out``). The same path in all three hooks; it may not exist before ``run_finished``: folders are
     #: written under a temporary name (``work_dir``) and renamed when whole. ``None`` when the run writes
-    #: nothing (``eval`` of a model that is not a run folder, without ``--out``)
+    #: nothing (``eval``/``audit`` of a model that is not a run folder, without ``--out``)
     out_dir: Path | None = None
     #: where files are being written during the run: the hidden temporary sibling of ``out_dir``
-    #: (``.NAME.partial-XXXX``) for the commands that create a folder, ``out_dir`` itself for ``eval``;
+    #: (``.NAME.partial-XXXX``) for the commands that create a folder, ``out_dir`` itself for ``eval`` and ``audit``;
     #: ``None`` while nothing is being written yet (``train-judge`` writes its folder after training,
     #: ``sample`` after sampling). At ``run_finished`` it equals ``out_dir``
     work_dir: Path | None = None

@@ -5,8 +5,8 @@ each in its own ``try``: a plugin that fails to import or to register is reporte
 error (a :class:`PluginFailure`, which keeps the formatted traceback and the file and line in the
 plugin where it failed) and the others keep working. ``UNLEARNCTL_DISABLE_PLUGINS=a,b`` skips
 plugins by name. Built-in plugins are named ``builtin.<module>`` (``builtin.datasets``,
-``builtin.selectors``, ``builtin.models``, ``builtin.methods``, ``builtin.metrics``...); an installed
-plugin is named after its entry point.
+``builtin.selectors``, ``builtin.models``, ``builtin.methods``, ``builtin.metrics``, ``builtin.attacks``...);
+an installed plugin is named after its entry point.
 
 The built-in plugins are listed by module name in :data:`BUILTIN_PLUGINS` and imported with
 :func:`importlib.import_module`: the core never imports ``unlearnctl.builtin`` statically, and the
@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "unlearnctl.builtin.hub_models",
     "unlearnctl.builtin.methods",
     "unlearnctl.builtin.metrics",
+    "unlearnctl.builtin.attacks.plugin",
 )
 
 Stage = Literal["import", "register", "component"]
@@ -107,8 +108,12 @@ class PluginFailure:
 
 
 def builtin_plugin_name(module: str) -> str:
-    """``unlearnctl.builtin.methods`` -> ``builtin.methods``."""
-    return BUILTIN_PREFIX + module.rsplit(".", 1)[-1]
+    """``unlearnctl.builtin.methods`` -> ``builtin.methods``; a package's hook module is named after the
+    package: ``unlearnctl.builtin.attacks.plugin`` -> ``builtin.attacks``."""
+    parts = module.split(".")
+    if parts[-1] == "plugin" and len(parts) > 1:
+        parts.pop()
+    return BUILTIN_PREFIX + parts[-1]
 
 
 def disabled_plugin_names(disable: Iterable[str] | None = None) -> list[str]:

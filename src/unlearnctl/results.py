@@ -1,4 +1,4 @@
-"""``metrics.json``: the payload ``eval`` writes and ``compare`` reads."""
+"""``metrics.json`` and ``audit.json``: the payloads ``eval`` and ``audit`` write and ``compare`` reads."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .rundir import METRICS_FILE
+from .rundir import AUDIT_FILE, METRICS_FILE
 
 #: the version of ``metrics.json``'s layout; ``compare`` refuses others
 METRICS_SCHEMA_VERSION = 1
+#: the version of ``audit.json``'s layout; ``compare`` refuses others
+AUDIT_SCHEMA_VERSION = 1
 
 
 def jsonable(value: Any) -> Any:
@@ -62,5 +64,23 @@ def read_metrics(run: Path) -> dict[str, Any]:
         raise UsageError(
             f"'{path}' has schema version {data.get('schema_version')!r}; this unlearnctl reads "
             f"{METRICS_SCHEMA_VERSION}: re-run `unlearnctl eval {run} --overwrite`"
+        )
+    return data
+
+
+def read_audit(run: Path) -> dict[str, Any] | None:
+    """A run's ``audit.json``, or None when it has none (``unlearnctl audit`` was not run on it)."""
+    path = Path(run) / AUDIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read '{path}': {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema_version") != AUDIT_SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise UsageError(
+            f"'{path}' has schema version {version!r}; this unlearnctl reads {AUDIT_SCHEMA_VERSION}: move it "
+            f"away and re-run `unlearnctl audit {run}`"
         )
     return data

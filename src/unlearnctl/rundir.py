@@ -49,6 +49,8 @@ LOG_FILE = "log.jsonl"
 SAMPLES_DIR = "samples"
 #: what ``eval`` measured
 METRICS_FILE = "metrics.json"
+#: what ``audit``'s attacks found (its plots are ``audit-*.png`` next to it)
+AUDIT_FILE = "audit.json"
 #: ``sample``'s and ``train``'s grid of all images
 GRID_FILE = "grid.png"
 #: ``sample``'s record of how its images were made

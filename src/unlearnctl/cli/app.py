@@ -13,6 +13,7 @@ from .common import OneLineErrorsGroup
 COMMAND_MODULES: tuple[str, ...] = (
     "forget_cmd",
     "eval_cmd",
+    "audit_cmd",
     "sample_cmd",
     "train_cmd",
     "runs_cmd",

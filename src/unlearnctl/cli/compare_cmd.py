@@ -26,22 +26,37 @@ def _options_text(options: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
 
 
-def render(rows: list[dict[str, Any]], references: list[dict[str, Any]]) -> Table:
+def render(
+    rows: list[dict[str, Any]], references: list[dict[str, Any]], audit_columns: list[tuple[str, str]] | None = None
+) -> Table:
     """Runs as rows; the method's non-default options under its name. ``recog.``: share of samples of
     the forgotten classes the judge still recognises (UA = 1 - recog.); ``kept``: mean recognition of
-    the kept classes; ``MIA``: membership-inference AUC on the forget set (0.5 = as unseen)."""
+    the kept classes; ``MIA``: membership-inference AUC on the forget set (0.5 = as unseen). Then one
+    column per attack of the runs' ``audit.json`` (its headline number; ``unlearnctl audit``)."""
+    audit_columns = audit_columns or []
     forgot = sorted({",".join(str(c) for c in r["forget_classes"]) for r in rows})
+    caption = (
+        "recog.: forgotten-class samples still recognised (UA = 1 - recog.); kept: kept classes "
+        "recognised; FID: kept classes; MIA: membership AUC (0.5 = unseen)"
+    )
+    if audit_columns:
+        caption += "; then unlearnctl audit: " + ", ".join(f"{title} = {attack}" for attack, title in audit_columns)
     table = Table(
         title=f"forgetting vs. utility - forgotten classes: {' / '.join(forgot) or '-'}",
         title_justify="left",
-        caption="recog.: forgotten-class samples still recognised (UA = 1 - recog.); kept: kept classes "
-        "recognised; FID: kept classes; MIA: membership AUC (0.5 = unseen)",
+        caption=caption,
         caption_justify="left",
     )
     table.add_column("run", overflow="fold", ratio=1)
     table.add_column("method / options", overflow="fold", ratio=2)
     for name in ("recog.", "kept", "FID", "MIA", "time s", "steps"):
         table.add_column(name, justify="right", no_wrap=True)
+    for _attack, title in audit_columns:
+        table.add_column(escape(title), justify="right", overflow="fold")
+
+    def audit_cells(row: dict[str, Any]) -> list[str]:
+        return [_num(row.get("audit", {}).get(attack), 2) for attack, _title in audit_columns]
+
     for ref in references:
         table.add_row(
             escape(ref["name"]),
@@ -52,6 +67,7 @@ def render(rows: list[dict[str, Any]], references: list[dict[str, Any]]) -> Tabl
             _num(ref["mia_auc"], 2),
             "",
             "",
+            *audit_cells(ref),
             style="dim",
         )
     for row in rows:
@@ -65,6 +81,7 @@ def render(rows: list[dict[str, Any]], references: list[dict[str, Any]]) -> Tabl
             _num(row["mia_auc"], 2),
             f"{row['wall_time_s']:.1f}",
             str(row["optimizer_steps"]),
+            *audit_cells(row),
         )
     return table
 
@@ -90,9 +107,9 @@ def register(app: typer.Typer) -> None:
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
     ) -> None:
-        """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps) and a
-        trade-off plot: forgotten-class recognition rate against FID of the kept classes, one point per run
-        plus the base model."""
+        """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps; with
+        `unlearnctl audit`, each attack's headline number) and a trade-off plot: forgotten-class recognition
+        rate against FID of the kept classes, one point per run plus the base model."""
         from ..commands.compare import compare, trade_off_plot
         from ..errors import UsageError
 
@@ -105,6 +122,7 @@ def register(app: typer.Typer) -> None:
                 {
                     "runs": result.rows,
                     "references": result.references,
+                    "audit_columns": [{"attack": a, "title": t} for a, t in result.audit_columns],
                     "warnings": result.warnings,
                     "plot": str(plot_path) if plot_path else None,
                 }
@@ -112,6 +130,6 @@ def register(app: typer.Typer) -> None:
             return
         for warning in result.warnings:
             print_warning(warning)
-        console.print(render(result.rows, result.references))
+        console.print(render(result.rows, result.references, result.audit_columns))
         if plot_path is not None:
             console.print(f"wrote {escape(str(plot_path))}")

@@ -31,7 +31,39 @@ from .options import (
 )
 from .verify_cmd import NoVerifyFlag
 
-#: must equal ``unlearnctl.contexts.evaluation.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
+# --- the options eval shares with audit (the model studied, what it forgot, the judge, the sampling) ---------
+
+#: ``classes: ClassesOption = None``
+ClassesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--classes", help="Forgotten class ids, e.g. 2,5 (default: the run's forgotten classes).", show_default=False
+    ),
+]
+#: ``judge: JudgeOption = None``
+JudgeOption = Annotated[
+    Path | None,
+    typer.Option("--judge", help="Judge folder (default: the one the model names).", show_default=False),
+]
+#: ``sampler: SamplerOption = "ddim"``
+SamplerOption = Annotated[str, typer.Option("--sampler", help="ddim or ddpm.")]
+#: ``steps: SamplerStepsOption = N``
+SamplerStepsOption = Annotated[int, typer.Option("--steps", help="Sampler steps.")]
+#: ``guidance: GuidanceOption = 2.0``
+GuidanceOption = Annotated[float, typer.Option("--guidance", help="Classifier-free guidance w.")]
+#: ``eta: EtaOption = 0.0``
+EtaOption = Annotated[float, typer.Option("--eta", help="DDIM eta (0 deterministic, 1 ancestral-like).")]
+
+
+def check_sampler(sampler: str) -> None:
+    """``--sampler`` names one of diffusion's samplers (checked here: --help needs no torch import)."""
+    if sampler not in ("ddim", "ddpm"):
+        from ..errors import UsageError
+
+        raise UsageError(f"--sampler '{sampler}': use ddim or ddpm")
+
+
+#: must equal ``unlearnctl.contexts.study.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
 DEFAULT_SAMPLES_PER_CLASS = 50
 
 #: table rows: (metric, key) in order, with a readable label; other numeric top-level keys follow
@@ -200,14 +232,7 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        classes: Annotated[
-            str | None,
-            typer.Option(
-                "--classes",
-                help="Forgotten class ids, e.g. 2,5 (default: the run's forgotten classes).",
-                show_default=False,
-            ),
-        ] = None,
+        classes: ClassesOption = None,
         dataset: Annotated[
             str | None,
             typer.Option(
@@ -216,14 +241,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         data_dir: DataDirOption = None,
         data_options: DataOptions = None,
-        judge: Annotated[
-            Path | None,
-            typer.Option("--judge", help="Judge folder (default: the one the model names).", show_default=False),
-        ] = None,
-        sampler: Annotated[str, typer.Option("--sampler", help="ddim or ddpm.")] = "ddim",
-        steps: Annotated[int, typer.Option("--steps", help="Sampler steps.")] = 50,
-        guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance w.")] = 2.0,
-        eta: Annotated[float, typer.Option("--eta", help="DDIM eta (0 deterministic, 1 ancestral-like).")] = 0.0,
+        judge: JudgeOption = None,
+        sampler: SamplerOption = "ddim",
+        steps: SamplerStepsOption = 50,
+        guidance: GuidanceOption = 2.0,
+        eta: EtaOption = 0.0,
         batch_size: Annotated[
             int,
             typer.Option(
@@ -253,10 +275,7 @@ def register(app: typer.Typer) -> None:
         from ..distributed import main_process_env
         from .progress import attach_progress
 
-        if sampler not in ("ddim", "ddpm"):
-            from ..errors import UsageError
-
-            raise UsageError(f"--sampler '{sampler}': use ddim or ddpm")
+        check_sampler(sampler)
         registry = load_registry()
         request = EvalRequest(
             target=target,

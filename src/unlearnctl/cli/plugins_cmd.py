@@ -77,7 +77,7 @@ def component_summary(info: ComponentInfo) -> dict[str, Any]:
 
 
 def component_details(info: ComponentInfo) -> dict[str, Any]:
-    from ..components import Method, Metric, ModelPreset  # pydantic: not for --help (docs/performance.md)
+    from ..components import Attack, Method, Metric, ModelPreset  # pydantic: not for --help (docs/performance.md)
     from ..config import options_table
 
     details = component_summary(info)
@@ -89,6 +89,10 @@ def component_details(info: ComponentInfo) -> dict[str, Any]:
         details["default_dataset"] = cls.default_dataset
     if issubclass(cls, Metric):
         details["default"] = cls.default
+    if issubclass(cls, Attack):
+        details["default"] = cls.default
+        details["conditional_only"] = cls.conditional_only
+        details["needs_judge"] = cls.needs_judge
     details["options"] = options_table(info.cls)
     return details
 
@@ -220,6 +224,8 @@ def show(kind: KindArg, name: NameArg, json_output: JsonFlag = False) -> None:
     console.print(f"provider: {escape(_provider(info))}  ({escape(where)})")
     if details.get("conditional_only"):
         console.print("needs a class-conditional model")
+    if details.get("needs_judge"):
+        console.print("needs a judge classifier (--judge, or the one the model names)")
     if details["doc"]:
         console.print()
         console.print(escape(details["doc"]))
@@ -242,6 +248,7 @@ def show(kind: KindArg, name: NameArg, json_output: JsonFlag = False) -> None:
 _SET_HINTS = {
     "method": "unlearnctl forget --method {name} --set KEY=VALUE (or --config FILE: TOML, YAML or JSON)",
     "metric": "unlearnctl eval RUN --set {name}.KEY=VALUE",
+    "attack": "unlearnctl audit RUN --set {name}.KEY=VALUE (or --config FILE with a [{name}] table)",
     "dataset": "--data-option KEY=VALUE on forget, eval, train and train-judge",
     "selector": "unlearnctl forget --forget {name}:ARGS (the selector reads its options from ARGS)",
     "model": "the Python API (a hub model's revision: --model owner/name@REVISION)",

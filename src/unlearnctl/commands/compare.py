@@ -1,17 +1,17 @@
-"""``unlearnctl compare``: several runs' manifests and metrics in one table."""
+"""``unlearnctl compare``: several runs' manifests, metrics and audits in one table."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..integrity import check_run
 from ..manifest import Manifest, read_manifest
-from ..results import read_metrics
+from ..results import read_audit, read_metrics
 from ..rundir import atomic_write_bytes, check_new_file
 
 # --- compare ------------------------------------------------------------------------------------------
@@ -19,6 +19,8 @@ from ..rundir import atomic_write_bytes, check_new_file
 
 #: the protocol entries that must agree for runs to be comparable
 COMPARABLE_KEYS = ("sampler", "steps", "eta", "guidance", "samples_per_class", "seed", "forget_classes")
+#: the protocol entries of ``audit.json`` that must agree for audits to be comparable (the attacks' options too)
+COMPARABLE_AUDIT_KEYS = ("sampler", "steps", "eta", "guidance", "seed", "forget_classes", "attacks")
 
 
 def _get(results: dict[str, Any], dotted: str) -> float | None:
@@ -73,16 +75,28 @@ def summary_row(results: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def audit_row(audit: dict[str, Any] | None, role: str) -> dict[str, float | None]:
+    """The headline number of each attack of an ``audit.json`` for one role (``"model"``, ``"base"``,
+    ``"retrain"``): attack -> the value of its ``Attack.headline`` key (None when the attack skipped it)."""
+    if audit is None:
+        return {}
+    results = audit.get("results", {}).get(role, {})
+    return {attack: _get(results, f"{attack}.{key}") for attack, (key, _title) in audit.get("headlines", {}).items()}
+
+
 @dataclass
 class CompareResult:
     rows: list[dict[str, Any]]
-    #: one row per distinct reference model (usually one: the base model)
+    #: one row per distinct reference model (usually one: the base model; a retrained reference of an audit)
     references: list[dict[str, Any]]
     warnings: list[str]
+    #: the audit columns, ``(attack, column title)`` in order (empty when no run has an ``audit.json``)
+    audit_columns: list[tuple[str, str]] = field(default_factory=list)
 
 
 def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
-    """One row per run: method, key options, forgetting, kept-class rate, FID, wall time, steps.
+    """One row per run: method, key options, forgetting, kept-class rate, FID, wall time, steps; and, for a
+    run with an ``audit.json``, each attack's headline number (``audit``: attack -> value).
 
     ``key_options``: for runs of one method, the options whose values differ between them; for a
     method's only run, the options that differ from the method's defaults. ``options``: all of them.
@@ -93,6 +107,8 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
     references: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     protocols: dict[str, tuple[Any, ...]] = {}
+    audit_protocols: dict[str, str] = {}
+    columns: dict[str, str] = {}
     for run in runs:
         run = Path(run)
         if not run.is_dir():
@@ -100,6 +116,7 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
         manifest = read_manifest(run)
         check_run(run)  # its files (metrics.json too, once eval records it) must match their records
         metrics = read_metrics(run)
+        audit = read_audit(run)
         proto = metrics.get("protocol", {})
         extractor_kind = (proto.get("feature_extractor") or {}).get("kind")
         protocols[str(run)] = (*(json.dumps(proto.get(k), sort_keys=True) for k in COMPARABLE_KEYS), extractor_kind)
@@ -114,6 +131,7 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
             "wall_time_s": manifest.wall_time_s,
             "optimizer_steps": manifest.optimizer_steps,
             "weights": manifest.weights.saved_weights,
+            "audit": audit_row(audit, "model"),
         }
         rows.append(row)
         ref = metrics.get("reference")
@@ -122,14 +140,40 @@ def compare(runs: Sequence[Path], registry: Any = None) -> CompareResult:
                 "name": f"base: {Path(str(ref.get('spec'))).name}",
                 "spec": ref.get("spec"),
                 **summary_row(metrics.get("results", {}).get("reference", {})),
+                "audit": {},
             }
+        if audit is not None:
+            audit_proto = audit.get("protocol", {})
+            audit_protocols[str(run)] = json.dumps([audit_proto.get(k) for k in COMPARABLE_AUDIT_KEYS], sort_keys=True)
+            for attack, (_key, title) in audit.get("headlines", {}).items():
+                columns.setdefault(attack, title)
+            for role, prefix in (("base", "base"), ("retrain", "retrain")):
+                model = audit.get("models", {}).get(role)
+                if model is None:
+                    continue
+                entry = references.setdefault(
+                    model["sha256"],
+                    {
+                        "name": f"{prefix}: {Path(str(model.get('spec'))).name}",
+                        "spec": model.get("spec"),
+                        **dict.fromkeys(summary_row({})),
+                        "audit": {},
+                    },
+                )
+                for attack, value in audit_row(audit, role).items():
+                    entry["audit"].setdefault(attack, value)
     _distinguishing_options(rows)
     if len(set(protocols.values())) > 1:
         warnings.append(
             "the runs were evaluated under different protocols (sampler, steps, guidance, samples, seed, forgotten "
             "classes or feature extractor differ): their numbers are not directly comparable"
         )
-    return CompareResult(rows, list(references.values()), warnings)
+    if len(set(audit_protocols.values())) > 1:
+        warnings.append(
+            "the runs were audited under different protocols (sampler, steps, guidance, seed, forgotten classes or "
+            "attack options differ): their audit numbers are not directly comparable"
+        )
+    return CompareResult(rows, list(references.values()), warnings, list(columns.items()))
 
 
 def _short(text: str, limit: int = 70) -> str:

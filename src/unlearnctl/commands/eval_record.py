@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import torch
 
-from ..contexts.evaluation import EvalContext, EvalShared
+from ..contexts.evaluation import EvalContext
+from ..contexts.study import EvalShared
 from ..grids import side_by_side_png
 from ..inputs import ResolvedModel, open_model
 from ..manifest import Manifest
@@ -126,18 +127,26 @@ def protocol_record(shared: EvalShared, metrics: list[Any]) -> dict[str, Any]:
     protocol = shared.protocol.describe()
     protocol.update(
         {
-            "device": shared.device.type,
-            "cpu_threads": torch.get_num_threads(),
-            "forget_classes": list(shared.forget_classes),
-            "kept_classes": list(shared.kept_classes),
-            "judge": judge_record(shared),
-            "dataset": dataset_record(shared),
+            **setting_record(shared),
             "metrics": {m.name: m.options.model_dump(mode="json") for m in metrics},
             "seeds": {"seed": shared.protocol.seed, "streams": "runner.stream_seed(seed, 'eval-<stream>')"},
             **shared.records,
         }
     )
     return protocol
+
+
+def setting_record(shared: EvalShared) -> dict[str, Any]:
+    """What every model of an ``eval`` or ``audit`` shared besides the sampling protocol: the device, the CPU
+    threads, the forgotten and kept classes, the judge and the data set."""
+    return {
+        "device": shared.device.type,
+        "cpu_threads": torch.get_num_threads(),
+        "forget_classes": list(shared.forget_classes),
+        "kept_classes": list(shared.kept_classes),
+        "judge": judge_record(shared),
+        "dataset": dataset_record(shared),
+    }
 
 
 def dataset_record(shared: EvalShared) -> dict[str, Any] | None:

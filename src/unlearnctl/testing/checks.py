@@ -21,6 +21,11 @@ option nobody gave). All of them run on CPU in seconds.
 - metric: ``needs_samples`` names "forget"/"kept" only; ``prepare`` then ``compute`` on tiny conditional
   and unconditional models (model and reference contexts) return dicts with string keys, the same values
   on a fresh context. A ``UsageError`` for an unconditional model is an accepted refusal.
+- attack: ``prepare`` then ``run`` on tiny conditional and (unless ``conditional_only``) unconditional
+  models, as ``audit`` runs them (roles ``model`` and ``base``): dicts with string keys and JSON values,
+  the audited models left unchanged, the same values on a fresh context whatever the global torch RNG
+  holds (all randomness from ``ctx.generator`` / ``ctx.sample``). A ``UsageError`` for an unconditional
+  model is an accepted refusal.
 """
 
 from __future__ import annotations
@@ -34,14 +39,14 @@ from typing import Any, NoReturn
 import torch
 from diffusers import UNet2DModel
 
-from ..components import Component, Dataset, Method, Metric, ModelPreset, Selector
+from ..components import Attack, Component, Dataset, Method, Metric, ModelPreset, Selector
 from ..config import field_default, option_keys, resolve_options
 from ..data.sets import ImageSet
 from ..errors import ModelNotAvailableError, OptionError, UsageError
 from ..models.folder import DiffusionModel, state_sha256
 from ..results import jsonable
 from .errors import ContractError, ContractSkipped
-from .harness import make_eval_context, run_method, tiny_split
+from .harness import make_audit_context, make_eval_context, run_method, tiny_split
 from .tiny import tiny_image_set, tiny_judge, tiny_model
 
 RuntimeCheck = Callable[[type[Component], Mapping[str, Any]], None]
@@ -227,6 +232,53 @@ def metric_computes(cls: type[Component], options: Mapping[str, Any]) -> None:
         json.dumps(first, allow_nan=True)
 
 
+# --- attack ----------------------------------------------------------------------------------------
+
+
+def _attacked(attack: Attack, conditional: bool, judge: Any, global_seed: int) -> dict[str, Any]:
+    ctx = make_audit_context(tiny_model(conditional=conditional, seed=0), judge=judge, steps=2)
+    contexts = {"model": ctx, "base": ctx.sibling(tiny_model(conditional=conditional, seed=1), role="base")}
+    out = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(global_seed)  # an attack drawing from the global RNG gives other results per run
+        attack.prepare(ctx)
+        for role, context in contexts.items():
+            digest = state_sha256(context.model.unet)
+            values = attack.run(context)
+            if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+                raise ContractError(
+                    f"{type(attack).__qualname__}: run must return a dict with string keys, not {type(values).__name__}"
+                )
+            if state_sha256(context.model.unet) != digest:
+                raise ContractError(
+                    f"{type(attack).__qualname__}: run changed the model it attacks: work on a copy "
+                    "(copy.deepcopy(ctx.model.unet))"
+                )
+            out[role] = jsonable(values)
+    return out
+
+
+def attack_runs(cls: type[Component], options: Mapping[str, Any]) -> None:
+    """``prepare`` and ``run`` on tiny models for two roles; JSON values; models unchanged; the same on a
+    fresh context under another global seed."""
+    judge = tiny_judge(epochs=0)  # untrained: the contract is about shapes and determinism, not accuracy
+    conditional_only = issubclass(cls, Attack) and cls.conditional_only
+    for conditional in (True, False) if not conditional_only else (True,):
+        try:
+            first = _attacked(build(cls, options), conditional, judge, global_seed=1)
+        except UsageError as exc:
+            if conditional:
+                raise ContractSkipped(f"attack '{cls.name}' refused the tiny class-conditional model: {exc}") from None
+            continue  # an attack may refuse unconditional models, in one line
+        if _attacked(build(cls, options), conditional, judge, global_seed=2) != first:
+            _fail(
+                cls,
+                "run gave other values on a fresh context: draw every random number from ctx.generator(stream) or "
+                "ctx.sample(..., stream=...), never the global torch RNG",
+            )
+        json.dumps(first, allow_nan=True)
+
+
 #: the runtime checks of each kind, in the order they run
 BUILTIN_CHECKS: dict[str, list[RuntimeCheck]] = {
     "dataset": [dataset_loads],
@@ -234,4 +286,5 @@ BUILTIN_CHECKS: dict[str, list[RuntimeCheck]] = {
     "method": [method_unlearns],
     "model": [model_loads],
     "metric": [metric_computes],
+    "attack": [attack_runs],
 }

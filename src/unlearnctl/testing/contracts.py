@@ -22,8 +22,8 @@ that needs the network, offline; a dataset whose files are not here; a required 
 
 The runtime checks (:mod:`unlearnctl.testing.checks`) make each component do its work on tiny real
 objects: a dataset loads, a selector selects, a method unlearns on a tiny UNet (its output loads with
-diffusers and is deterministic under a seed), a model preset loads, a metric computes. Extension point:
-more runtime checks of one kind are functions ``check(cls, options) -> None`` added with
+diffusers and is deterministic under a seed), a model preset loads, a metric computes, an attack attacks.
+Extension point: more runtime checks of one kind are functions ``check(cls, options) -> None`` added with
 ``@runtime_check("method")``.
 """
 
@@ -56,7 +56,14 @@ __all__ = [
 ]
 
 #: the one method each kind of component implements
-REQUIRED_METHOD = {"dataset": "load", "selector": "select", "method": "unlearn", "model": "load", "metric": "compute"}
+REQUIRED_METHOD = {
+    "dataset": "load",
+    "selector": "select",
+    "method": "unlearn",
+    "model": "load",
+    "metric": "compute",
+    "attack": "run",
+}
 
 #: ``check(cls, options)``; a check of one argument ``check(cls)`` is accepted too
 RuntimeCheck = Callable[..., None]
@@ -86,9 +93,9 @@ def _fail(cls: type, message: str) -> NoReturn:
 def check_component_class(cls: type[Component], require_help: bool = True) -> None:
     """Static contract of a component class.
 
-    - a subclass of one of ``Dataset``, ``Selector``, ``Method``, ``ModelPreset``, ``Metric``;
+    - a subclass of one of ``Dataset``, ``Selector``, ``Method``, ``ModelPreset``, ``Metric``, ``Attack``;
     - a ``name`` (letters, digits, ``-``, ``_``, ``.``) and a one-line description (docstring's first line);
-    - implements its kind's one method (``load``, ``select``, ``unlearn``, ``load``, ``compute``);
+    - implements its kind's one method (``load``, ``select``, ``unlearn``, ``load``, ``compute``, ``run``);
     - ``Options`` is a subclass of ``unlearnctl.Options`` that forbids unknown keys;
     - every default validates, and the defaults alone build the options when no option is required;
     - the options render (``unlearnctl show``), each with help text (``Field(description=...)``)
@@ -96,7 +103,10 @@ def check_component_class(cls: type[Component], require_help: bool = True) -> No
     - an unknown key is rejected with an ``OptionError`` naming it.
     """
     if not isinstance(cls, type) or not issubclass(cls, Component):
-        _fail(cls, "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset or Metric)")
+        _fail(
+            cls,
+            "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset, Metric or Attack)",
+        )
     kind = getattr(cls, "kind", None)
     if kind not in BASE_FOR_KIND or not issubclass(cls, BASE_FOR_KIND[kind]):
         _fail(cls, f"has no valid kind ({kind!r}): subclass one of the component base classes")

@@ -6,6 +6,8 @@
   to read ``run.extra``, ``run.last_values``, ``run.optimizer_steps`` afterwards.
 - :func:`make_eval_context`: the :class:`~unlearnctl.EvalContext` a metric's ``prepare``/``compute``
   receive from ``unlearnctl eval``, with tiny data, a tiny judge and a cheap sampling protocol.
+- :func:`make_audit_context`: the :class:`~unlearnctl.AuditContext` an attack's ``prepare``/``run`` receive
+  from ``unlearnctl audit``, likewise.
 - :class:`RecordingHook`: stands in for the lifecycle hooks and records what a run told them.
 
 Everything defaults to :mod:`unlearnctl.testing.tiny` objects (an 8x8 grey, 3-class image set; a ~42k
@@ -27,7 +29,9 @@ from typing import Any, Literal
 import torch
 
 from ..components import Method
-from ..contexts.evaluation import EvalContext, SamplingProtocol
+from ..contexts.audit import AuditContext
+from ..contexts.evaluation import EvalContext
+from ..contexts.study import SamplingProtocol
 from ..contexts.unlearn import UnlearnRun
 from ..data.sets import ForgetSplit, ImageSet, split_forget
 from ..errors import UsageError
@@ -68,9 +72,7 @@ class RecordingHook:
         self.finished.append((run, result))
 
 
-def tiny_split(
-    data: ImageSet | None = None, forget_classes: Iterable[int] = TINY_FORGET_CLASSES
-) -> ForgetSplit:
+def tiny_split(data: ImageSet | None = None, forget_classes: Iterable[int] = TINY_FORGET_CLASSES) -> ForgetSplit:
     """Forget every item of ``forget_classes`` from ``data`` (default: :func:`tiny_image_set`, 24 items)."""
     data = data if data is not None else tiny_image_set()
     wanted = set(forget_classes)
@@ -184,6 +186,52 @@ def make_eval_context(
     :param forget_ids: the forget set's training ids; default: every training item of ``forget_classes``.
     """
     model = model if model is not None else tiny_model()
+    setup = _tiny_setup(model, forget_classes, judge, data, forget_ids, seed)
+    protocol = SamplingProtocol(
+        steps=steps,
+        samples_per_class=samples_per_class,
+        seed=seed,
+        guidance=SamplingProtocol.guidance if model.conditional else 0.0,
+    )
+    return EvalContext.create(model, forget_classes=forget_classes, protocol=protocol, device=device, **setup)
+
+
+def make_audit_context(
+    model: DiffusionModel | None = None,
+    *,
+    forget_classes: Sequence[int] = TINY_FORGET_CLASSES,
+    judge: Any | Literal["tiny"] | None = "tiny",
+    data: Mapping[str, ImageSet] | None = None,
+    steps: int = 2,
+    seed: int = 0,
+    forget_ids: Iterable[str] | None = None,
+    device: torch.device | str = "cpu",
+) -> AuditContext:
+    """The :class:`~unlearnctl.AuditContext` ``audit`` would give an attack for ``model`` (role ``"model"``).
+
+    Use ``ctx.sibling(other_model, role="base")`` (or ``"retrain"``) for another role's context (same
+    protocol, seeds, judge, data and cache). The arguments are :func:`make_eval_context`'s: tiny train/test
+    data (8 and 4 images per class), a tiny judge, ``steps`` DDIM steps; ``forget_ids`` default to every
+    training item of ``forget_classes``.
+    """
+    model = model if model is not None else tiny_model()
+    setup = _tiny_setup(model, forget_classes, judge, data, forget_ids, seed)
+    guidance = SamplingProtocol.guidance if model.conditional else 0.0
+    protocol = SamplingProtocol(steps=steps, seed=seed, guidance=guidance)
+    return AuditContext.create(model, forget_classes=forget_classes, protocol=protocol, device=device, **setup)
+
+
+def _tiny_setup(
+    model: DiffusionModel,
+    forget_classes: Sequence[int],
+    judge: Any,
+    data: Mapping[str, ImageSet] | None,
+    forget_ids: Iterable[str] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """What a tiny evaluation or audit context is made of: the kept classes, the judge (``"tiny"``:
+    :func:`~unlearnctl.testing.tiny.tiny_judge`), the data (default: tiny image sets shaped like the
+    model's images) and the forget set's ids (default: every training item of ``forget_classes``)."""
     size, channels = model.image_size, model.channels
     if judge == "tiny":
         judge = tiny_judge(model.num_classes or 3, size, channels, seed=seed)
@@ -196,19 +244,9 @@ def make_eval_context(
     if forget_ids is None and "train" in data:
         train = data["train"]
         forget_ids = [i for i, lbl in zip(train.ids, train.labels, strict=True) if lbl in set(forget_classes)]
-    protocol = SamplingProtocol(
-        steps=steps,
-        samples_per_class=samples_per_class,
-        seed=seed,
-        guidance=SamplingProtocol.guidance if model.conditional else 0.0,
-    )
-    return EvalContext.create(
-        model,
-        forget_classes=forget_classes,
-        kept_classes=[c for c in range(classes) if c not in set(forget_classes)],
-        judge=judge,
-        protocol=protocol,
-        data=dict(data),
-        forget_ids=forget_ids,
-        device=device,
-    )
+    return {
+        "kept_classes": [c for c in range(classes) if c not in set(forget_classes)],
+        "judge": judge,
+        "data": dict(data),
+        "forget_ids": forget_ids,
+    }
