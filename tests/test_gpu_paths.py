@@ -189,3 +189,45 @@ def test_compile_and_channels_last_are_recorded_and_replayed(cli, tiny, tmp_path
     again = read_manifest(tmp_path / "b")
     assert again.environment.compile and again.environment.channels_last
     assert again.weights.output_sha256 == manifest.weights.output_sha256  # exact: the same ops on one machine
+
+
+def test_sample_with_the_speedups_records_them_and_draws_the_same_images(cli, tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from unlearnctl.testing.tiny import tiny_model
+
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")
+    tiny_model(num_classes=3).save(tmp_path / "m")
+    args = ("sample", "--model", tmp_path / "m", "--num", "4", "--steps", "3", "--class", "1")
+    assert cli(*args, "--out", tmp_path / "eager").exit_code == 0
+    fast = cli(*args, "--out", tmp_path / "fast", "--channels-last", "--compile")
+    assert fast.exit_code == 0, fast.output
+    info = json.loads((tmp_path / "fast" / "samples.json").read_text())
+    assert info["channels_last"] is True and info["compile"] is True
+    for name in ("0000_1.png", "0003_1.png"):
+        a = np.asarray(Image.open(tmp_path / "eager" / name), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "fast" / name), dtype=np.int16)
+        # channels-last convolutions round differently (float32, ~1e-6 of values of order 1 after three DDIM
+        # steps), far below a uint8 level (1/127.5 in [-1, 1]): a pixel can differ by one level, only where its
+        # value lies that close to a rounding boundary
+        assert np.abs(a - b).max() <= 1
+
+
+def test_eval_records_the_speedups_in_its_protocol(cli, tiny, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")
+    request = ForgetRequest(
+        model="tiny-cond", classes="1", out=tmp_path / "run", steps=1, grid_per_class=0,
+        sets=["remain_batch_size=4", "forget_batch_size=4"], command=["forget"],
+    )  # fmt: skip
+    forget(request)
+    from unlearnctl.judge.classifier import Judge
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Judge(3).eval().save(tmp_path / "judge")
+    result = cli("eval", tmp_path / "run", "-n", "2", "--steps", "2", "--metrics", "forgetting,kept",
+                 "--judge", tmp_path / "judge", "--channels-last", "--compile")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    protocol = json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"]
+    assert protocol["channels_last"] is True and protocol["compile"] is True

@@ -20,6 +20,8 @@ from .common import (
     print_warning,
 )
 from .options import (
+    ChannelsLastFlag,
+    CompileFlag,
     DataDirOption,
     DataOptions,
     DeviceOption,
@@ -256,6 +258,8 @@ def register(app: typer.Typer) -> None:
         ] = 256,
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
+        channels_last: ChannelsLastFlag = False,
+        compile: CompileFlag = False,
         threads: Annotated[int | None, threads_option("torch's: OMP_NUM_THREADS or the core count")] = None,
         sets: Annotated[
             list[str] | None, set_option("Metric option METRIC.KEY=VALUE, e.g. fidelity.kid_subsets=50")
@@ -294,6 +298,8 @@ def register(app: typer.Typer) -> None:
             eta=eta,
             seed=seed,
             batch_size=batch_size,
+            channels_last=channels_last,
+            compile=compile,
             device=device,
             threads=threads,
             out=out,

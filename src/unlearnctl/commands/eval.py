@@ -77,6 +77,9 @@ class EvalRequest:
     seed: int = 0
     #: images per forward pass when sampling; with several processes, the unit of work each one takes
     batch_size: int = 256
+    #: the UNet's opt-in speed-ups while sampling (docs/performance.md)
+    channels_last: bool = False
+    compile: bool = False
     device: str = "auto"
     #: torch intra-op CPU threads while evaluating (None: torch's default, which follows OMP_NUM_THREADS)
     threads: int | None = None
@@ -157,6 +160,8 @@ def sampling_protocol(req: EvalRequest, model: DiffusionModel) -> SamplingProtoc
         samples_per_class=req.num_samples,
         seed=req.seed,
         batch_size=req.batch_size,
+        channels_last=req.channels_last,
+        compile=req.compile,
     )
 
 

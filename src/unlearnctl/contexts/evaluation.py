@@ -25,6 +25,7 @@ import torch
 from ..components import Metric
 from ..distributed import broadcast_from_main, gather_objects, gather_to_main
 from ..models.folder import DiffusionModel
+from ..runtime import prepare_module
 from .study import EvalShared, ModelContext, SamplingCost, initial_noise, sample_under
 
 Role = Literal["model", "reference"]
@@ -48,6 +49,7 @@ class EvalContext(ModelContext):
     def __init__(self, role: Role, model: DiffusionModel, spec: str, shared: EvalShared) -> None:
         super().__init__(role, model, spec, shared)
         self._samples: dict[int | None, torch.Tensor] = {}
+        self._speedups_applied = False
         self.cost = SamplingCost()
 
     def sibling(self, model: DiffusionModel, role: Role = "reference", spec: str = "reference") -> EvalContext:
@@ -117,6 +119,9 @@ class EvalContext(ModelContext):
             self._shared.drawing = True
         p = self.protocol
         unet = self.model.unet.to(self.device)
+        if not self._speedups_applied:  # once per model: each application compiles anew
+            prepare_module(unet, channels_last=p.channels_last, compile=p.compile)
+            self._speedups_applied = True
         calls = [0, 0]
 
         def count(_module: Any, args: tuple[Any, ...]) -> None:

@@ -41,6 +41,9 @@ class SamplingProtocol:
     samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS
     seed: int = 0
     batch_size: int = 256
+    #: the UNet's opt-in speed-ups while sampling (``--channels-last``, ``--compile``; docs/performance.md)
+    channels_last: bool = False
+    compile: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,8 @@ class SamplingProtocol:
             "samples_per_class": self.samples_per_class,
             "seed": self.seed,
             "batch_size": self.batch_size,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
         }
 
 
