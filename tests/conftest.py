@@ -19,6 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _CLEARED_ENV = (
     "UNLEARNCTL_DISABLE_PLUGINS",
     "UNLEARNCTL_DEBUG",
+    # a developer's tracker switches must not send the suite's runs anywhere (docs/trackers.md)
+    "UNLEARNCTL_REPORT_TO",
+    "UNLEARNCTL_LOG_MODEL",
     "FORCE_COLOR",
     "TTY_COMPATIBLE",
     "TTY_INTERACTIVE",
