@@ -17,8 +17,8 @@ import unlearnctl
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 #: outside the layers of the core: the built-in plugins and the test helpers (own contracts)
 OUTSIDE_LAYERS = {"builtin", "testing"}
-#: what a built-in plugin may import besides the root package (the public API) and itself
-BUILTIN_MAY_IMPORT = {"diffusion"}
+#: what a built-in plugin may import besides the root package and itself: the public modules
+BUILTIN_MAY_IMPORT = {"diffusion", "tracking"}
 
 
 def contracts() -> dict[str, dict]:

@@ -109,6 +109,20 @@ def test_import_unlearnctl_is_light_and_heavy_names_come_on_first_use() -> None:
     assert torch_after
 
 
+def test_import_unlearnctl_tracking_is_light() -> None:
+    # a tracker plugin's hook module imports it when unlearnctl lists its plugins (docs/trackers.md)
+    modules = [*HEAVY, "pydantic", "mlflow", "wandb", "unlearnctl.manifest"]
+    done = run_python(
+        "import json, sys\n"
+        "import unlearnctl.tracking\n"
+        "from unlearnctl import tracking\n"
+        "assert tracking is unlearnctl.tracking and tracking.TrackerHooks\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
 def test_every_public_name_is_importable() -> None:
     import unlearnctl
 

@@ -1,4 +1,6 @@
-"""The tracker plugins under plugins/: unlearnctl-mlflow and unlearnctl-wandb (docs/trackers.md).
+"""The tracker plugins under plugins/: unlearnctl-mlflow and unlearnctl-wandb (docs/trackers.md), and the
+core they are built on, ``unlearnctl.tracking`` (the driver of the lifecycle hooks, tried with a tracker of
+its own that keeps everything in memory).
 
 Each is loaded the way unlearnctl finds an installed plugin: through the entry point its pyproject.toml
 declares (a ``*.dist-info`` next to the package's ``src`` folder on ``sys.path``; one test pip-installs both
@@ -21,10 +23,18 @@ import struct
 import subprocess
 import sys
 import tomllib
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pluggy
 import pytest
+
+import unlearnctl
+from unlearnctl import hookspecs
+from unlearnctl.lifecycle import Lifecycle, RunInfo
+from unlearnctl.tracking import Tracker, TrackerHooks, TrackingFailed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"mlflow": REPO_ROOT / "plugins" / "unlearnctl-mlflow", "wandb": REPO_ROOT / "plugins" / "unlearnctl-wandb"}
@@ -478,13 +488,13 @@ def test_a_resumed_forget_continues_its_tracked_run(trackers, fake_plugins, cli,
 # --- the two packages ----------------------------------------------------------------------------------------
 
 
-def test_both_packages_share_one_records_module_and_their_rule():
-    """records.py (the opt-in rule, what is logged) is the same file in both packages."""
-    mlflow_records = PACKAGES["mlflow"] / "src" / "unlearnctl_mlflow" / "records.py"
-    wandb_records_file = PACKAGES["wandb"] / "src" / "unlearnctl_wandb" / "records.py"
-    assert mlflow_records.read_text() == wandb_records_file.read_text()
-    assert _entry_points(PACKAGES["mlflow"]) == {"mlflow": "unlearnctl_mlflow.plugin"}
-    assert _entry_points(PACKAGES["wandb"]) == {"wandb": "unlearnctl_wandb.plugin"}
+def test_each_package_is_a_tracker_and_its_hooks():
+    """What is logged is unlearnctl.tracking's: each package holds only its Tracker (tracker.py) and the
+    hooks that delegate to the core's driver (plugin.py), found through its entry point."""
+    for name, package in PACKAGES.items():
+        assert _entry_points(package) == {name: f"unlearnctl_{name}.plugin"}
+        files = {p.name for p in (package / "src" / f"unlearnctl_{name}").glob("*.py")}
+        assert files == {"__init__.py", "plugin.py", "tracker.py"}
 
 
 @pytest.mark.parametrize(
@@ -493,7 +503,7 @@ def test_both_packages_share_one_records_module_and_their_rule():
      ("MLflow", True, False), ("none", False, False), ("all none", False, False)],
 )  # fmt: skip
 def test_the_opt_in_rule(trackers, monkeypatch, value, mlflow, wandb):
-    from unlearnctl_mlflow import records
+    from unlearnctl import tracking as records
 
     monkeypatch.setenv("UNLEARNCTL_REPORT_TO", value)
     assert (records.requested("mlflow"), records.requested("wandb")) == (mlflow, wandb)
@@ -518,3 +528,224 @@ def test_wandb_never_asks_for_a_key_in_a_terminal(trackers, monkeypatch):
     tracker.check_credentials("offline")  # nothing to check: nothing leaves the machine
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
     tracker.check_credentials("online")
+
+
+# --- the core's driver, with a tracker that keeps everything in memory -------------------------------------
+
+
+class MemoryTracker(Tracker):
+    """A tracker of no service: its runs are lists of what it was told (``events``, shared by all)."""
+
+    events: ClassVar[list[tuple[Any, ...]]] = []
+    fail_in: ClassVar[str | None] = None  # "start", "log_step" or "finish": raise TrackingFailed there
+
+    def __init__(self, run: RunInfo) -> None:
+        self.run = run
+
+    @classmethod
+    def start(cls, run: RunInfo) -> MemoryTracker:
+        cls._event("start", run.kind)
+        if run.kind != "eval":
+            run.extra["memory"] = {"run_id": "m-1", "step": 0}
+        return cls(run)
+
+    def log_step(self, run: RunInfo, step: int, values: Mapping[str, Any]) -> None:
+        self._event("log_step", step, dict(values))
+
+    def finish(self, run: RunInfo, result: Any) -> None:
+        self._event("finish", result)
+
+    def abort(self) -> None:
+        type(self).events.append(("abort",))
+
+    @classmethod
+    def _event(cls, name: str, *args: Any) -> None:
+        cls.events.append((name, *args))
+        if cls.fail_in == name:
+            raise TrackingFailed(f"the memory is full in {name}: free some")
+
+
+@pytest.fixture
+def memory(monkeypatch) -> tuple[TrackerHooks, Lifecycle, list[str]]:
+    """The hooks of the tracker ``memory`` (a plugin as unlearnctl loads one, pluggy included), the
+    lifecycle channel that calls them, and the list of the tracker loads."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(MemoryTracker, "events", [])
+    monkeypatch.setattr(MemoryTracker, "fail_in", None)
+    loads: list[str] = []
+
+    def load() -> type[Tracker]:
+        loads.append("memory")
+        return MemoryTracker
+
+    hooks = TrackerHooks("Memory", load)
+
+    class Plugin:  # what a tracker's plugin.py holds
+        @unlearnctl.hookimpl
+        def run_started(self, run):
+            hooks.run_started(run)
+
+        @unlearnctl.hookimpl
+        def step_logged(self, run, step, values):
+            hooks.step_logged(run, step, values)
+
+        @unlearnctl.hookimpl
+        def run_finished(self, run, result):
+            hooks.run_finished(run, result)
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(Plugin(), name="memory")
+    return hooks, Lifecycle(pm), loads
+
+
+def fire(lifecycle: Lifecycle, run: RunInfo, steps: int = 3, finish: bool = True) -> list[str]:
+    """A run through the lifecycle hooks, as a command fires them; returns the warnings it caused."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lifecycle.run_started(run)
+        for step in range(1, steps + 1):
+            lifecycle.step_logged(run, step, {"step": step, "loss": 1.0 / step})
+        if finish:
+            lifecycle.run_finished(run, "result")
+    return [str(w.message) for w in caught if issubclass(w.category, unlearnctl.PluginHookWarning)]
+
+
+def test_the_driver_starts_forwards_finishes_and_aborts(memory, monkeypatch):
+    hooks, lifecycle, loads = memory
+    monkeypatch.setenv("UNLEARNCTL_REPORT_TO", "wandb, memory")
+    run = RunInfo(kind="forget")
+    assert fire(lifecycle, run) == []
+    assert loads == ["memory"]  # the tracker's module: imported for the first tracked run
+    assert MemoryTracker.events == [
+        ("start", "forget"),
+        *(("log_step", step, {"step": step, "loss": 1.0 / step}) for step in (1, 2, 3)),
+        ("finish", "result"),
+    ]
+    assert run.extra["memory"] == {"run_id": "m-1", "step": 3}  # the driver keeps the step reached
+    hooks.close_open_runs()
+    assert MemoryTracker.events[-1] == ("finish", "result")  # nothing left to abort
+
+    # a study's steps are only timings: not forwarded; the run still starts and finishes
+    MemoryTracker.events.clear()
+    assert fire(lifecycle, RunInfo(kind="eval")) == []
+    assert MemoryTracker.events == [("start", "eval"), ("finish", "result")]
+
+    # a run that never finishes (an error, an interrupt) is aborted at exit, once
+    MemoryTracker.events.clear()
+    fire(lifecycle, RunInfo(kind="train"), steps=1, finish=False)
+    hooks.close_open_runs()
+    hooks.close_open_runs()
+    assert [e[0] for e in MemoryTracker.events] == ["start", "log_step", "abort"]
+
+
+@pytest.mark.parametrize(
+    ("report_to", "kind", "rank"),
+    [(None, "forget", None), ("mlflow,wandb", "forget", None), ("none memory", "forget", None),
+     ("memory", "sample", None), ("all", "forget", "1")],
+)  # fmt: skip
+def test_the_driver_does_nothing_unless_asked(memory, monkeypatch, report_to, kind, rank):
+    """Not named by UNLEARNCTL_REPORT_TO (or `none`), a kind that is not tracked, another process than the
+    main one: the tracker is not even loaded."""
+    hooks, lifecycle, loads = memory
+    for name, value in (("UNLEARNCTL_REPORT_TO", report_to), ("RANK", rank)):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    run = RunInfo(kind=kind)
+    assert fire(lifecycle, run, finish=False) == []
+    hooks.close_open_runs()
+    assert (loads, MemoryTracker.events, run.extra) == ([], [], {})
+
+
+@pytest.mark.parametrize("fail_in", ["start", "log_step", "finish"])
+def test_a_failing_tracker_is_one_warning_and_the_run_goes_on(memory, monkeypatch, fail_in):
+    """The tracker's first failure is one warning (unlearnctl's PluginHookWarning, naming the plugin and
+    its message); the run goes on, and the tracker is aborted and never called again for that run."""
+    hooks, lifecycle, _ = memory
+    monkeypatch.setenv("UNLEARNCTL_REPORT_TO", "all")
+    MemoryTracker.fail_in = fail_in
+    hook = {"start": "run_started", "log_step": "step_logged", "finish": "run_finished"}[fail_in]
+    (warning,) = fire(lifecycle, RunInfo(kind="forget"))
+    assert warning.startswith(f"plugin 'memory' failed in {hook}: TrackingFailed: the memory is full in {fail_in}")
+    expected = {
+        "start": ["start"],
+        "log_step": ["start", "log_step", "abort"],  # steps 2 and 3 not forwarded, no finish
+        "finish": ["start", "log_step", "log_step", "log_step", "finish", "abort"],
+    }
+    called = [e[0] for e in MemoryTracker.events]
+    assert called == expected[fail_in]
+    hooks.close_open_runs()
+    assert [e[0] for e in MemoryTracker.events] == called  # aborted once only
+
+
+#: a tracker plugin of another service, as docs/trackers.md describes it: a Tracker and three hooks
+MEMO_PLUGIN = """
+import json, os
+
+import unlearnctl
+from unlearnctl.tracking import Tracker, TrackerHooks, TrackingFailed
+
+EVENTS = []
+
+
+class MemoTracker(Tracker):
+    @classmethod
+    def start(cls, run):
+        EVENTS.append(["start", run.kind, run.total_steps])
+        run.extra["memo"] = {"run_id": "memo-1"}
+        return cls()
+
+    def log_step(self, run, step, values):
+        EVENTS.append(["log_step", step, sorted(values)])
+        if os.environ.get("MEMO_FAIL") == str(step):
+            raise TrackingFailed("memo is down")
+
+    def finish(self, run, result):
+        EVENTS.append(["finish", type(result).__name__, run.out_dir.is_dir()])
+
+    def abort(self):
+        EVENTS.append(["abort"])
+
+
+hooks = TrackerHooks("memo", lambda: MemoTracker)
+
+
+@unlearnctl.hookimpl
+def run_started(run):
+    hooks.run_started(run)
+
+
+@unlearnctl.hookimpl
+def step_logged(run, step, values):
+    hooks.step_logged(run, step, values)
+
+
+@unlearnctl.hookimpl
+def run_finished(run, result):
+    hooks.run_finished(run, result)
+"""
+
+
+def test_a_tracker_plugin_of_another_service_follows_a_forget(fake_plugins, tiny, cli, tmp_path, monkeypatch):
+    """A Tracker and three delegating hooks are a whole tracker plugin: a real `forget` starts it, logs
+    each step, finishes it and records its run in the manifest; a failure is one warning line."""
+    module = fake_plugins.add("memo", MEMO_PLUGIN)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("UNLEARNCTL_REPORT_TO", "memo")
+    run = tmp_path / "run"
+    done = cli("forget", *FORGET, "--out", run)
+    assert done.exit_code == 0, done.output
+    events = sys.modules[module].EVENTS
+    assert events[0] == ["start", "forget", 3]
+    assert [e[1] for e in events[1:4]] == [1, 2, 3] and {"loss_f", "loss_r"} <= set(events[1][2])
+    assert events[4:] == [["finish", "Manifest", True]]
+    assert json.loads((run / "manifest.json").read_text())["extra"]["memo"] == {"run_id": "memo-1", "step": 3}
+
+    events.clear()
+    monkeypatch.setenv("MEMO_FAIL", "2")
+    failed = cli("forget", *FORGET, "--out", tmp_path / "run2")
+    assert failed.exit_code == 0, failed.output
+    (warning,) = tracker_warnings(failed.stderr, "memo")
+    assert "failed in step_logged: TrackingFailed: memo is down" in warning
+    assert [e[0] for e in events] == ["start", "log_step", "log_step", "abort"]
+    assert (tmp_path / "run2" / "manifest.json").is_file() and cli("verify", tmp_path / "run2").exit_code == 0

@@ -13,6 +13,8 @@ This module is the public API: plugins (the built-in ones included) import only 
 - building blocks: :mod:`unlearnctl.diffusion` (noising, the DDPM loss, guided sampling), training
   (:func:`train_model`), the judge's verdicts, FID (:func:`fidelity_metrics`), image files on disk
   (:class:`FileImageSet`...);
+- experiment trackers: :mod:`unlearnctl.tracking` (the :class:`~unlearnctl.tracking.Tracker` base class,
+  the hook driver and what every tracker logs; no torch, no tracker library);
 - errors (:class:`UsageError`...) and :data:`hookimpl`.
 
 Plugin tests use :mod:`unlearnctl.testing` (tiny models, contract checks, run and eval harnesses).
@@ -44,7 +46,7 @@ from .paths import dataset_folder
 
 if TYPE_CHECKING:  # what type checkers see; at run time these come from __getattr__
     __version__: str
-    from . import diffusion
+    from . import diffusion, tracking
     from .components import Attack, Component, Dataset, Method, Metric, ModelPreset, Options, Selector
     from .contexts.audit import AuditContext
     from .contexts.evaluation import EvalContext
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time these come from __getat
 #: public name -> the module (relative to this package) that defines it, imported on first use
 _LAZY: dict[str, str] = {
     "diffusion": "",
+    "tracking": "",
     "Attack": "components",
     "Component": "components",
     "Dataset": "components",
@@ -176,6 +179,7 @@ __all__ = [
     "load_model_folder",
     "split_forget",
     "state_sha256",
+    "tracking",
     "train_model",
 ]
 
@@ -189,7 +193,7 @@ def __getattr__(name: str) -> Any:
         module_name = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    if not module_name:  # a submodule: ``unlearnctl.diffusion``
+    if not module_name:  # a submodule: ``unlearnctl.diffusion``, ``unlearnctl.tracking``
         value: Any = importlib.import_module(f".{name}", __name__)
     else:
         value = getattr(importlib.import_module(f".{module_name}", __name__), name)

@@ -1,7 +1,9 @@
 """One unlearnctl run tracked in MLflow, through ``mlflow.tracking.MlflowClient`` (never the fluent API:
 an MLflow run the user has open in the same process is left alone).
 
-Imported by :mod:`unlearnctl_mlflow.plugin` on the first tracked run only (it imports MLflow).
+A :class:`unlearnctl.tracking.Tracker`: unlearnctl's driver (:class:`unlearnctl.tracking.TrackerHooks`, in
+:mod:`unlearnctl_mlflow.plugin`) imports this module on the first tracked run only (it imports MLflow), and
+decides when each method is called; what is logged comes from :mod:`unlearnctl.tracking`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import unlearnctl
-
-from . import records as rec
-from .records import TrackingFailed
+from unlearnctl import tracking as rec
+from unlearnctl.tracking import Tracker, TrackingFailed
 
 TRACKER = "mlflow"
 #: the experiment of unlearnctl's runs unless MLFLOW_EXPERIMENT_NAME (or MLFLOW_EXPERIMENT_ID) says otherwise
@@ -134,7 +135,7 @@ def _missing(exc: MlflowException) -> bool:
     return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
-class MlflowTracker:
+class MlflowTracker(Tracker):
     """The MLflow run of one unlearnctl run: created by ``forget``/``replay``/``train``/``train-judge``,
     re-opened by ``eval``/``audit`` of the run folder (its id is in the manifest's ``extra["mlflow"]``)."""
 
@@ -238,8 +239,8 @@ class MlflowTracker:
         self.broken = True
         self.pending.clear()
 
-    def step(self, run: Any, step: int, values: Mapping[str, Any]) -> None:
-        if self.broken or run.kind in rec.STUDY_KINDS:  # a study's steps are only timings: its payload has them
+    def log_step(self, run: Any, step: int, values: Mapping[str, Any]) -> None:
+        if self.broken:
             return
         with self.guard("log a step"):
             self._follow_resumed_run(run)
@@ -247,9 +248,6 @@ class MlflowTracker:
             for key, value in rec.finite(rec.step_values(values)).items():
                 self.pending.append(Metric(rec.sanitize_key(key), value, now, int(step)))
             self.last_step = int(step)
-            record = run.extra.get(TRACKER)
-            if isinstance(record, dict):
-                record["step"] = self.last_step
             if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
                 self.flush()
 
@@ -317,7 +315,7 @@ class MlflowTracker:
                 self.log_params({f"{run.kind}.{k}": v for k, v in rec.flatten(rec.payload_config(payload)).items()})
                 self.log_metrics(rec.payload_metrics(payload, run.kind), self.last_step)
             else:
-                manifest = rec.read_json(Path(run.out_dir) / rec.MANIFEST_FILE) if run.out_dir is not None else None
+                manifest = rec.run_manifest(run)
                 if manifest is not None:
                     self.log_params(rec.flatten(rec.manifest_config(manifest)))
                     self.log_metrics(rec.manifest_metrics(manifest), self.last_step)
@@ -328,7 +326,8 @@ class MlflowTracker:
 
     def abort(self, status: str = "FAILED") -> None:
         """The unlearnctl run ended without ``run_finished`` (an error, an interrupt): end the MLflow run
-        it created as ``status``; never raises (it runs at interpreter exit)."""
+        it created as ``status`` (``forget --resume`` sets it running again); never raises (it runs at
+        interpreter exit)."""
         if self.broken:
             return
         try:

@@ -1,64 +1,39 @@
 """The hook implementations of the ``wandb`` plugin (entry point ``wandb = "unlearnctl_wandb.plugin"``).
 
-Only the lifecycle hooks: nothing is registered. Each hook returns at once unless ``UNLEARNCTL_REPORT_TO``
-names ``wandb`` (or ``all``); wandb itself is imported in :mod:`unlearnctl_wandb.tracker`, on the first run
-that is tracked, never when unlearnctl starts or lists its plugins.
+Only the lifecycle hooks, each delegating to unlearnctl's tracker driver (:class:`unlearnctl.tracking.TrackerHooks`):
+nothing happens unless ``UNLEARNCTL_REPORT_TO`` names ``wandb`` (or ``all``). wandb itself is imported with
+:mod:`unlearnctl_wandb.tracker`, on the first run that is tracked, never when unlearnctl starts or lists its plugins.
 """
 
 from __future__ import annotations
 
-import atexit
 from typing import Any
 
 import unlearnctl
+from unlearnctl.tracking import Tracker, TrackerHooks
 
-from .records import wanted
 
-TRACKER = "wandb"
+def _tracker() -> type[Tracker]:
+    from .tracker import WandbTracker  # imports wandb
 
-#: the tracked runs of this process, by the identity of unlearnctl's run object (one object per run)
-_OPEN: dict[int, Any] = {}
-_atexit_registered = False
+    return WandbTracker
+
+
+hooks = TrackerHooks("wandb", _tracker)
+#: finish the W&B runs (exit code 1) whose unlearnctl run never finished; registered at exit, tests call it
+close_open_runs = hooks.close_open_runs
 
 
 @unlearnctl.hookimpl
 def run_started(run: unlearnctl.RunInfo) -> None:
-    if not wanted(TRACKER, run):
-        return
-    from .tracker import WandbTracker  # imports wandb: only now that a run is tracked
-
-    _close_at_exit()
-    tracked = WandbTracker.start(run)  # raises TrackingFailed: one warning, and the run goes on untracked
-    _OPEN[id(run)] = (run, tracked)
+    hooks.run_started(run)
 
 
 @unlearnctl.hookimpl
-def step_logged(run: unlearnctl.RunInfo, step: int, values: dict[str, float]) -> None:
-    entry = _OPEN.get(id(run))
-    if entry is not None and entry[0] is run:
-        entry[1].step(run, step, values)
+def step_logged(run: unlearnctl.RunInfo, step: int, values: dict[str, Any]) -> None:
+    hooks.step_logged(run, step, values)
 
 
 @unlearnctl.hookimpl
 def run_finished(run: unlearnctl.RunInfo, result: Any) -> None:
-    entry = _OPEN.get(id(run))
-    if entry is None or entry[0] is not run:
-        return
-    del _OPEN[id(run)]
-    entry[1].finish(run, result)
-
-
-def _close_at_exit() -> None:
-    """A run that fails or is interrupted gets no ``run_finished``: finish its W&B run with exit code 1
-    at exit (``forget --resume`` continues it)."""
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(close_open_runs)
-        _atexit_registered = True
-
-
-def close_open_runs(exit_code: int = 1) -> None:
-    """Finish the W&B runs whose unlearnctl run never finished (at exit; tests call it directly)."""
-    while _OPEN:
-        _, (_, tracked) = _OPEN.popitem()
-        tracked.abort(exit_code)
+    hooks.run_finished(run, result)

@@ -1,6 +1,8 @@
 """One unlearnctl run tracked in Weights & Biases.
 
-Imported by :mod:`unlearnctl_wandb.plugin` on the first tracked run only (it imports wandb). Every
+A :class:`unlearnctl.tracking.Tracker`: unlearnctl's driver (:class:`unlearnctl.tracking.TrackerHooks`, in
+:mod:`unlearnctl_wandb.plugin`) imports this module on the first tracked run only (it imports wandb), and
+decides when each method is called; what is logged comes from :mod:`unlearnctl.tracking`. Every
 ``wandb.init`` here is ``reinit="create_new"``: a W&B run the user has open in the same process is left
 alone, and the run object is used directly (never ``wandb.log``). The W&B settings are read from the
 environment at each run (``WANDB_MODE``, ``WANDB_DIR``, ``WANDB_PROJECT``, ``WANDB_ENTITY``) and passed to
@@ -22,8 +24,8 @@ from urllib.parse import urlparse
 
 import wandb
 
-from . import records as rec
-from .records import TrackingFailed
+from unlearnctl import tracking as rec
+from unlearnctl.tracking import Tracker, TrackingFailed
 
 TRACKER = "wandb"
 #: the W&B project of unlearnctl's runs unless WANDB_PROJECT says otherwise
@@ -92,7 +94,7 @@ def hint(exc: BaseException) -> str:
     return rec.short(exc)
 
 
-class WandbTracker:
+class WandbTracker(Tracker):
     """The W&B run of one unlearnctl run: created by ``forget``/``replay``/``train``/``train-judge``,
     resumed by ``eval``/``audit`` of the run folder (its id is in the manifest's ``extra["wandb"]``).
 
@@ -197,8 +199,8 @@ class WandbTracker:
         with failures(what, on_failure=broke):
             yield
 
-    def step(self, run: Any, step: int, values: Mapping[str, Any]) -> None:
-        if self.broken or run.kind in rec.STUDY_KINDS:  # a study's steps are only timings: its payload has them
+    def log_step(self, run: Any, step: int, values: Mapping[str, Any]) -> None:
+        if self.broken:
             return
         with self.guard("log a step", run):
             if self.wb is None:
@@ -207,9 +209,6 @@ class WandbTracker:
             metrics = {rec.sanitize_key(k): v for k, v in rec.step_values(values).items()}
             self.wb.log(metrics, step=int(step))
             self.last_step = int(step)
-            record = run.extra.get(TRACKER)
-            if isinstance(record, dict):
-                record["step"] = self.last_step
 
     def _adopt_resumed_run(self, run: Any) -> None:
         """``forget --resume``: the checkpoint restored ``run.extra`` with the W&B run of the interrupted
@@ -255,7 +254,7 @@ class WandbTracker:
                 self.wb.config.update({run.kind: rec.payload_config(payload)}, allow_val_change=True)
                 metrics = rec.payload_metrics(payload, run.kind)
             else:
-                manifest = rec.read_json(Path(run.out_dir) / rec.MANIFEST_FILE) if run.out_dir is not None else None
+                manifest = rec.run_manifest(run)
                 metrics = {}
                 if manifest is not None:
                     self.wb.config.update(rec.manifest_config(manifest), allow_val_change=True)
@@ -273,6 +272,7 @@ class WandbTracker:
                 wb.finish(exit_code=exit_code)
 
     def abort(self, exit_code: int = 1) -> None:
-        """The unlearnctl run ended without ``run_finished``: finish the W&B run as failed; never raises."""
+        """The unlearnctl run ended without ``run_finished``: finish the W&B run as failed (``forget
+        --resume`` continues it); never raises."""
         if not self.broken:
             self._close(exit_code)

@@ -1,11 +1,11 @@
 """What an unlearnctl tracker records, whatever the tracker: the opt-in rule, the parameters of a run,
-its metrics, the files to upload, and where a tracked run's id is kept.
+its metrics, the files to upload, and where a tracked run's id is kept (docs/trackers.md).
 
-No tracker is imported here (nor torch): the plugin module imports this at ``unlearnctl plugins`` time.
-The same file is in ``unlearnctl-mlflow`` and ``unlearnctl-wandb`` (``tests/test_trackers.py`` checks that
-the two copies are identical), so each package stands alone. Everything comes from the lifecycle hooks'
-arguments (``unlearnctl.RunInfo``) and the files of the run folder (``manifest.json``, ``metrics.json``,
-``audit.json``: docs/manifest.md, docs/eval.md): no private unlearnctl module is used.
+No tracker library is imported here, nor torch: a tracker plugin's hook module imports this at
+``unlearnctl plugins`` time. Everything comes from the lifecycle hooks' arguments (``unlearnctl.RunInfo``)
+and the files of the run folder (``manifest.json``, ``metrics.json``, ``audit.json``: docs/manifest.md,
+docs/eval.md); a manifest is read with the core's own reader, imported when one is read (it brings torch,
+which every tracked command has loaded by then).
 """
 
 from __future__ import annotations
@@ -18,6 +18,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import UnlearnError
+from ..rundir import (
+    AUDIT_FILE,
+    CHECKPOINTS_DIR,
+    CHECKSUMS_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    RESUME_FILE,
+)
+
 #: the one switch: a comma- or space-separated list of trackers (``mlflow``, ``wandb``; ``all``; ``none``)
 REPORT_TO_ENV = "UNLEARNCTL_REPORT_TO"
 #: ``1``/``true``/``yes``/``on``: also upload the model weights (the run's ``model/`` folder; off by default)
@@ -28,13 +40,11 @@ TRAINING_KINDS = ("forget", "replay", "train", "train-judge")
 #: runs that study a model: they add to the tracked run of the run folder they read (or start one)
 STUDY_KINDS = ("eval", "audit")
 #: where each study writes its payload (``result.payload``) in its output folder
-PAYLOAD_FILES = {"eval": "metrics.json", "audit": "audit.json"}
+PAYLOAD_FILES = {"eval": METRICS_FILE, "audit": AUDIT_FILE}
 
-MANIFEST_FILE = "manifest.json"
-MODEL_DIR = "model"
 #: never uploaded: checkpoints (large, temporary) and unlearnctl's own bookkeeping
-SKIPPED_DIRS = ("checkpoints",)
-SKIPPED_FILES = ("checksums.sha256", "resume.json", ".lock")
+SKIPPED_DIRS = (CHECKPOINTS_DIR,)
+SKIPPED_FILES = (CHECKSUMS_FILE, RESUME_FILE, LOCK_FILE)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 #: the parts of a manifest that are not configuration (hashes, times, results, the file list...)
@@ -227,12 +237,24 @@ def sanitize_key(key: str) -> str:
 # --- run folders -----------------------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def read_run_manifest(folder: Path | str) -> dict[str, Any] | None:
+    """The manifest of the run folder ``folder`` as JSON values, read and checked by the core's reader
+    (:func:`unlearnctl.manifest.read_manifest`); None when there is none or it cannot be read."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
         return None
-    return data if isinstance(data, dict) else None
+    from ..manifest import read_manifest  # pydantic and torch: loaded by every command a tracker follows
+
+    try:
+        return read_manifest(path).model_dump(mode="json")
+    except UnlearnError:
+        return None
+
+
+def run_manifest(run: Any) -> dict[str, Any] | None:
+    """At ``run_finished``: the manifest the run wrote (``forget``, ``replay``, ``train``), else None."""
+    out_dir = getattr(run, "out_dir", None)
+    return read_run_manifest(out_dir) if out_dir is not None else None
 
 
 def studied_manifest(run: Any) -> tuple[Path, dict[str, Any]] | None:
@@ -246,7 +268,7 @@ def studied_manifest(run: Any) -> tuple[Path, dict[str, Any]] | None:
         path = Path(target).expanduser()
         candidates.append(path.parent if path.name == MANIFEST_FILE else path)
     for folder in candidates:
-        manifest = read_json(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
+        manifest = read_run_manifest(folder)
         if manifest is not None:
             return folder, manifest
     return None
