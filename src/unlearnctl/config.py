@@ -1,8 +1,15 @@
-"""Component options: reading config files and ``--set`` values, validating them, describing them.
+"""Component options: reading config files and ``--set`` values, validating them, describing them; and
+command-level config files (``--config``, ``--print-config``: docs/config.md), read and written.
 
 Precedence: the options model's defaults < ``--config FILE`` < ``--set key=value``. Every error is an
 :class:`~unlearnctl.errors.OptionError` (or :class:`~unlearnctl.errors.UsageError` for a bad file)
 whose one-line message names the key, what was given and what is allowed.
+
+A config file is either a flat table of one component's options (a method's for ``forget``, the
+training options for ``train``: the original format), or a command-level file with the command's own
+table and its components' table (:data:`COMMAND_TABLES`; :func:`read_command_config`).
+:func:`dump_config` writes such a file as TOML (:func:`to_toml`, a small writer for the values configs
+hold), YAML or JSON.
 """
 
 from __future__ import annotations

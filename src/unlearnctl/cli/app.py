@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "judge_cmd",
     "compare_cmd",
     "replay_cmd",
+    "config_cmd",
     "verify_cmd",
     "plugins_cmd",
 )

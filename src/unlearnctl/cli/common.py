@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..errors import ExitCode, UnlearnError, environment_errno, os_error_message, signal_name
+from ..errors import ExitCode, UnlearnError, UsageError, environment_errno, os_error_message, signal_name
 from ..lifecycle import PluginHookWarning
 
 if TYPE_CHECKING:
@@ -315,6 +315,35 @@ def command_line(ctx: typer.Context) -> list[str]:
             for v in values:
                 out += [_long_flag(param.opts), str(v)]
     return out
+
+
+def given_params(ctx: typer.Context) -> list[str]:
+    """The names of the command's parameters given explicitly (on the command line or by an environment
+    variable), not left at their default: the request fields a ``--config`` file must not change."""
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+            given.append(str(param.name))
+    return given
+
+
+def checked_config_format(ctx: typer.Context, print_config: bool, config_format: str) -> str | None:
+    """The format ``--print-config`` writes (None: no ``--print-config``); ``--config-format`` alone is refused."""
+    from ..config_files import check_config_format
+
+    fmt = check_config_format(config_format)
+    if print_config:
+        return fmt
+    source = ctx.get_parameter_source("config_format")
+    if source is not None and source.name == "COMMANDLINE":
+        raise UsageError("--config-format says how --print-config writes the config: add --print-config")
+    return None
+
+
+def print_config_text(text: str) -> None:
+    """A config file's text on stdout, as it is (no colour, no wrapping: it is meant for a file)."""
+    typer.echo(text, nl=False)
 
 
 def _long_flag(opts: list[str]) -> str:

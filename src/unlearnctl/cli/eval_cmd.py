@@ -10,11 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import (
+    checked_config_format,
     command_line,
     console,
     err_console,
+    given_params,
     handle_errors,
     load_registry,
+    print_config_text,
     print_data_warnings,
     print_json,
     print_warning,
@@ -22,12 +25,15 @@ from .common import (
 from .options import (
     ChannelsLastFlag,
     CompileFlag,
+    ConfigFormatOption,
     DataDirOption,
     DataOptions,
     DeviceOption,
     EvalFolderOption,
     JsonFlag,
+    PrintConfigFlag,
     SeedOption,
+    command_config_option,
     set_option,
     threads_option,
 )
@@ -201,14 +207,15 @@ def register(app: typer.Typer) -> None:
     def eval_command(
         ctx: typer.Context,
         target: Annotated[
-            str,
+            str | None,
             typer.Argument(
                 metavar="RUN_OR_MODEL",
                 help="A run folder (its unlearned model, evaluated against the base model in its manifest), "
-                "or a model: registered name or diffusers folder (then pass --classes).",
+                "or a model: registered name or diffusers folder (then pass --classes). Required, here or as "
+                "`target` in the --config file.",
                 show_default=False,
             ),
-        ],
+        ] = None,
         against: Annotated[
             str | None,
             typer.Option(
@@ -264,10 +271,15 @@ def register(app: typer.Typer) -> None:
         sets: Annotated[
             list[str] | None, set_option("Metric option METRIC.KEY=VALUE, e.g. fidelity.kid_subsets=50")
         ] = None,
+        config: Annotated[
+            Path | None, command_config_option("\\[eval] (these options) and \\[metrics.NAME] (each metric's options)")
+        ] = None,
         out: EvalFolderOption = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing metrics.json.")] = False,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
+        print_config: PrintConfigFlag = False,
+        config_format: ConfigFormatOption = "toml",
     ) -> None:
         """Forgetting and utility metrics of a model and its reference, side by side, under one protocol.
 
@@ -275,14 +287,18 @@ def register(app: typer.Typer) -> None:
         grids (samples/eval-*.png) into the run folder. Under `torchrun` or `accelerate launch` the sampling
         is shared among the processes and the numbers are the same as with one process (docs/scaling.md).
         """
-        from ..commands.eval import EvalRequest, evaluate
+        from ..commands.eval import EvalRequest, eval_config, evaluate, prepare_eval
         from ..distributed import main_process_env
         from .progress import attach_progress
 
+        fmt = checked_config_format(ctx, print_config, config_format)
         check_sampler(sampler)
         registry = load_registry()
+        given = given_params(ctx)
+        if "sets" in given:
+            given.append("metric_sets")
         request = EvalRequest(
-            target=target,
+            target=target or "",
             against=against,
             classes=classes,
             dataset=dataset,
@@ -305,7 +321,16 @@ def register(app: typer.Typer) -> None:
             out=out,
             overwrite=overwrite,
             command=command_line(ctx),
+            config=config,
+            given=given,
         )
+        if fmt is not None:
+            prepared = prepare_eval(request, registry)
+            if main_process_env():
+                for note in prepared.notes:
+                    print_warning(note)
+                print_config_text(eval_config(prepared).render(fmt))
+            return
         if not main_process_env():  # another process of a launched run: it samples its share, the main one reports
             evaluate(request, registry)
             return

@@ -8,11 +8,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
+from .common import (
+    checked_config_format,
+    command_line,
+    console,
+    err_console,
+    given_params,
+    handle_errors,
+    load_registry,
+    print_config_text,
+    print_data_warnings,
+    print_json,
+    print_warning,
+)
 from .options import (
     ChannelsLastFlag,
     CheckpointEveryOption,
     CompileFlag,
+    ConfigFormatOption,
     DataDirOption,
     DataOptions,
     DeviceOption,
@@ -20,9 +33,10 @@ from .options import (
     KeepCheckpointsFlag,
     ModelOption,
     PrecisionOption,
+    PrintConfigFlag,
     ResumeOption,
     SeedOption,
-    config_option,
+    command_config_option,
     run_out_option,
     set_option,
     threads_option,
@@ -98,7 +112,10 @@ def register(app: typer.Typer) -> None:
             "erasediff"
         ),
         sets: Annotated[list[str] | None, set_option("Method option KEY=VALUE (`unlearnctl show method NAME`)")] = None,
-        config: Annotated[Path | None, config_option("Method options")] = None,
+        config: Annotated[
+            Path | None,
+            command_config_option("\\[forget] (these options) and \\[method] (the method's), or the method's alone"),
+        ] = None,
         out: Annotated[Path | None, run_out_option("runs/<UTC time>-<method>-<model>/")] = None,
         seed: SeedOption = 0,
         steps: Annotated[int | None, typer.Option("--steps", help="Override the method's number of steps.")] = None,
@@ -118,14 +135,17 @@ def register(app: typer.Typer) -> None:
         resume: ResumeOption = None,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
+        print_config: PrintConfigFlag = False,
+        config_format: ConfigFormatOption = "toml",
     ) -> None:
         """Unlearn a forget set from a diffusion model; write a run folder (model/, samples/, log.jsonl, manifest.json).
 
-        Example: unlearnctl forget --classes 2
+        Example: unlearnctl forget --classes 2 (--print-config > run.toml, then --config run.toml, reruns it)
         """
-        from ..commands.forget import ForgetRequest, prepare_forget, resume_forget, run_forget
+        from ..commands.forget import ForgetRequest, forget_config, prepare_forget, resume_forget, run_forget
         from .progress import attach_progress
 
+        fmt = checked_config_format(ctx, print_config, config_format)
         registry = load_registry()
         if resume is not None:
             only_resume(ctx, "forget")
@@ -156,10 +176,18 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every,
             keep_checkpoints=keep_checkpoints,
             command=command_line(ctx),
+            given=given_params(ctx),
         )
         prepared = prepare_forget(request, registry)  # every check; nothing written yet
         if prepared.world.is_main:
             print_data_warnings(prepared.dataset.warnings)
+            for note in prepared.notes:
+                print_warning(note)
+        if fmt is not None:
+            if prepared.world.is_main:
+                print_config_text(forget_config(prepared).render(fmt))
+            return
+        if prepared.world.is_main:
             print_stale_runs(prepared.out.parent)
         with attach_progress(registry, err_console if json_output else console):
             result = run_forget(prepared)

@@ -116,6 +116,33 @@ def config_option(what: str) -> Any:
     return typer.Option("--config", help=f"{what} from a .toml/.yaml/.json file (--set wins over it).")
 
 
+def command_config_option(tables: str) -> Any:
+    """``--config FILE`` of a command that reads command-level config files (docs/config.md); ``tables``
+    says what the file holds, with its tables' brackets escaped for rich markup, e.g.
+    ``"\\\\[forget] (these options) and \\\\[method] (the method's)"``."""
+    return typer.Option(
+        "--config",
+        help=f"Options from a .toml/.yaml/.json file: {tables}, as --print-config writes it. Flags given on the "
+        f"command line win over the file, the file over the defaults (docs/config.md).",
+        show_default=False,
+    )
+
+
+#: ``print_config: PrintConfigFlag = False``: print the resolved options as a config file, run nothing
+PrintConfigFlag = Annotated[
+    bool,
+    typer.Option(
+        "--print-config",
+        help="Check everything as the run would, then print every option resolved (defaults included) as a "
+        "config file that --config reads, and exit: nothing runs, nothing is written.",
+    ),
+]
+#: ``config_format: ConfigFormatOption = "toml"``: the format --print-config writes
+ConfigFormatOption = Annotated[
+    str, typer.Option("--config-format", help="Format of --print-config: toml, yaml or json.")
+]
+
+
 # --- output --------------------------------------------------------------------------------------------
 
 #: ``json_output: JsonFlag = False``: the ``--json`` flag of commands that report results

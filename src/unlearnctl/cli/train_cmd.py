@@ -8,21 +8,34 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import UsageError
-from .common import command_line, console, err_console, handle_errors, load_registry, print_data_warnings, print_json
+from .common import (
+    checked_config_format,
+    command_line,
+    console,
+    err_console,
+    given_params,
+    handle_errors,
+    load_registry,
+    print_config_text,
+    print_data_warnings,
+    print_json,
+    print_warning,
+)
 from .options import (
     ChannelsLastFlag,
     CheckpointEveryOption,
     CompileFlag,
+    ConfigFormatOption,
     DataDirOption,
     DataOptions,
     DeviceOption,
     JsonFlag,
     KeepCheckpointsFlag,
     PrecisionOption,
+    PrintConfigFlag,
     ResumeOption,
     SeedOption,
-    config_option,
+    command_config_option,
     run_out_option,
     set_option,
 )
@@ -41,7 +54,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--dataset",
                 "-d",
-                help="Dataset to train on (`unlearnctl list datasets`); required.",
+                help="Dataset to train on (`unlearnctl list datasets`); required (here or in the --config file).",
                 show_default=False,
             ),
         ] = None,
@@ -56,7 +69,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps (the `steps` option).")] = None,
         sets: Annotated[list[str] | None, set_option("Training option KEY=VALUE (see docs/digits.md)")] = None,
-        config: Annotated[Path | None, config_option("Training options")] = None,
+        config: Annotated[
+            Path | None,
+            command_config_option(
+                "\\[train] (these options) and \\[training] (the training options), or the latter alone"
+            ),
+        ] = None,
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
         precision: PrecisionOption = None,
@@ -68,15 +86,18 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: KeepCheckpointsFlag = False,
         resume: ResumeOption = None,
         json_output: JsonFlag = False,
+        print_config: PrintConfigFlag = False,
+        config_format: ConfigFormatOption = "toml",
     ) -> None:
         """Train a class-conditional DDPM from scratch; write a run folder (model/, samples/, log.jsonl, manifest.json).
 
         With --classes/--forget the model sees only the remaining set. Example:
         unlearnctl train --dataset digits --out runs/digits --steps 6000
         """
-        from ..commands.train import TrainRequest, resume_train, run_train
+        from ..commands.train import TrainRequest, prepare_train, resume_train, train_config, train_prepared
         from .progress import attach_progress
 
+        fmt = checked_config_format(ctx, print_config, config_format)
         registry = load_registry()
         if resume is not None:
             only_resume(ctx, "train")
@@ -84,10 +105,8 @@ def register(app: typer.Typer) -> None:
                 result = resume_train(resume, registry)
             _print_result(result, json_output)
             return
-        if dataset is None:
-            raise UsageError("missing option '--dataset': name the dataset to train on (`unlearnctl list datasets`)")
         request = TrainRequest(
-            dataset=dataset,
+            dataset=dataset or "",
             out=out,
             forget=list(forget or []),
             classes=classes,
@@ -105,10 +124,19 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             channels_last=channels_last,
             compile=compile,
+            given=given_params(ctx),
         )
-        print_stale_runs(Path(out).parent if out is not None else Path("runs"))
+        prepared = prepare_train(request, registry)  # every check; nothing written yet
+        main = is_main_process()
+        for note in prepared.notes if main else []:
+            print_warning(note)
+        if fmt is not None:
+            if main:
+                print_config_text(train_config(prepared).render(fmt))
+            return
+        print_stale_runs(prepared.out.parent)
         with attach_progress(registry, err_console if json_output else console):
-            result = run_train(request, registry)
+            result = train_prepared(prepared, registry)
         _print_result(result, json_output)
 
 

@@ -24,12 +24,14 @@ from ..contexts.study import DEFAULT_SAMPLES_PER_CLASS, EvalShared, SamplingProt
 from ..diffusion import Sampler
 from ..distributed import SINGLE, World, init_world
 from ..errors import UsageError
+from ..inputs import parse_data_options
 from ..lifecycle import Lifecycle, RunInfo
 from ..models.folder import DiffusionModel
 from ..registry import get_registry
 from ..results import jsonable, metric_deltas
 from ..rundir import METRICS_FILE, SAMPLES_DIR, check_new_file
 from ..runtime import torch_threads
+from .configs import EVAL_SPEC, ResolvedConfig, apply_config, explicit_nulls
 from .eval_record import EvalModel, metrics_payload, open_eval_model, write_eval_grids
 from .study import (
     check_reference,
@@ -56,7 +58,8 @@ def default_metrics(registry: Any) -> list[str]:
 class EvalRequest:
     """Everything ``unlearnctl eval`` was asked (see ``unlearnctl eval --help``)."""
 
-    target: str
+    #: the run folder or model to evaluate (required: here, or in the config file's [eval] table)
+    target: str = ""
     against: str | None = None
     classes: str | None = None
     dataset: str | None = None
@@ -87,6 +90,11 @@ class EvalRequest:
     overwrite: bool = False
     grids: bool = True
     command: list[str] = field(default_factory=list)
+    #: ``--config FILE``: an [eval] table (these options) and [metrics.NAME] tables (each metric's options)
+    config: Path | None = None
+    #: the fields set explicitly (the flags given on the command line), which the config file does not
+    #: change; None: the fields whose value differs from the default
+    given: list[str] | None = None
 
 
 @dataclass
@@ -100,6 +108,8 @@ class PreparedEval:
     shared: EvalShared
     out_dir: Path | None
     notes: list[str]
+    #: the processes' device (resolved from ``--device``)
+    device: torch.device | None = None
 
 
 @dataclass
@@ -119,25 +129,36 @@ class EvalResult:
 
 
 def check_request(req: EvalRequest) -> tuple[Path | None, torch.device]:
-    """The checks that need nothing loaded: ``-n``, then :func:`check_study_request`."""
+    """The checks that need nothing loaded: the model named, ``-n``, ``--threads``, then
+    :func:`check_study_request`."""
+    if not req.target:
+        raise UsageError("missing argument 'RUN_OR_MODEL': name the run folder or model to evaluate")
+    if req.threads is not None and req.threads < 1:
+        raise UsageError("--threads must be at least 1")
     if req.num_samples < 2:
         raise UsageError("--num-samples must be at least 2 (samples per class)")
     return check_study_request(req)
 
 
-def select_metrics(req: EvalRequest, registry: Any) -> list[Any]:
-    """The metrics to compute with their options (``--metrics``, ``--set METRIC.KEY=VALUE``); an unknown
-    name or option fails here, before anything loads."""
+def select_metrics(req: EvalRequest, registry: Any, options: dict[str, Any] | None = None) -> list[Any]:
+    """The metrics to compute with their options: ``--metrics``; each metric's defaults < its table in the
+    config file (``options``: ``{metric: {key: value}}``) < ``--set METRIC.KEY=VALUE``. An unknown name or
+    option fails here, before anything loads; a table for a metric not computed is not used."""
     names = [m.strip() for m in (req.metrics or default_metrics(registry)) if m.strip()]
     if not names:
         raise UsageError("--metrics is empty: name at least one metric (see `unlearnctl list metrics`)")
     for name in names:
         registry.get("metric", name)  # UnknownComponentError with "did you mean"
+    tables = dict(options or {})
+    for name, table in tables.items():
+        registry.get("metric", name)
+        if not isinstance(table, dict):
+            raise UsageError(f"config file '{req.config}': [metrics.{name}] must be a table of option = value")
     sets = split_component_sets(req.metric_sets, names)
     metrics = []
     for name in dict.fromkeys(names):
         cls = registry.get("metric", name).cls
-        metrics.append(cls(resolve_options(cls, sets=sets.get(name, []))))
+        metrics.append(cls(resolve_options(cls, config=tables.get(name), sets=sets.get(name, []))))
     return metrics
 
 
@@ -172,17 +193,18 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
     """
 
     registry = registry or get_registry()
-    req = request
+    applied = apply_config(request, EVAL_SPEC)  # the config file, under the flags given (docs/config.md)
+    req = applied.request
     given_data_dir, device = check_request(req)
     # under a launcher: this process's place and device (cuda:LOCAL_RANK); one process: unchanged
     world, device = init_world(device)
-    metrics = select_metrics(req, registry)
+    metrics = select_metrics(req, registry, applied.options)
     out_dir = output_folder(req)
 
     subject = open_eval_model(req.target, registry)
     ref_spec, reference_source = reference_spec(req.against, subject)
     reference = None
-    notes: list[str] = []
+    notes: list[str] = list(applied.notes)
     if ref_spec is not None:
         reference = open_eval_model(ref_spec, registry)
         notes += check_reference(req.target, subject, reference, explicit=bool(req.against))
@@ -199,7 +221,43 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
         command="eval",
     )
     notes += class_notes
-    return PreparedEval(req, registry, subject, reference, reference_source, metrics, shared, out_dir, notes)
+    return PreparedEval(req, registry, subject, reference, reference_source, metrics, shared, out_dir, notes, device)
+
+
+def eval_config(p: PreparedEval) -> ResolvedConfig:
+    """What ``eval --print-config`` prints: the sampling protocol, the device (``auto`` as the device
+    chosen), the thread count (torch's when not given), the metrics computed and every option of each.
+    What ``eval`` takes from the run when not given (``against``, ``classes``, ``dataset``, ``data_dir``,
+    ``data_options``, ``judge``) stays as given: naming it changes what eval does (``--classes`` forgets
+    a class whole instead of re-running the run's selectors)."""
+    req = p.request
+    device = p.device.type if p.device is not None else req.device
+    options = {
+        "target": req.target,
+        "against": req.against,
+        "classes": req.classes,
+        "dataset": req.dataset,
+        "data_dir": str(Path(req.data_dir).expanduser().resolve()) if req.data_dir is not None else None,
+        "metrics": [m.name for m in p.metrics],
+        "judge": str(req.judge) if req.judge is not None else None,
+        "num_samples": req.num_samples,
+        "sampler": req.sampler,
+        "steps": req.steps,
+        "guidance": req.guidance,
+        "eta": req.eta,
+        "seed": req.seed,
+        "batch_size": req.batch_size,
+        "channels_last": req.channels_last,
+        "compile": req.compile,
+        "device": req.device if req.device != "auto" else device,
+        "threads": req.threads if req.threads is not None else torch.get_num_threads(),
+        "out": str(req.out) if req.out is not None else None,
+        "overwrite": req.overwrite,
+        "data_options": parse_data_options(list(req.data_options)),
+    }
+    metrics = {m.name: m.options.model_dump(mode="json", by_alias=True) for m in p.metrics}
+    nulls = [n for m in p.metrics for n in explicit_nulls(f"metrics.{m.name}", metrics[m.name], type(m))]
+    return ResolvedConfig("eval", options, metrics, nulls)
 
 
 # --- running ----------------------------------------------------------------------------------------------
@@ -292,8 +350,6 @@ def _eval_run(p: PreparedEval, total_steps: int) -> RunInfo:
 
 def evaluate(request: EvalRequest, registry: Any = None) -> EvalResult:
     """``unlearnctl eval``: validate and load everything, then evaluate and write the results."""
-    if request.threads is not None and request.threads < 1:
-        raise UsageError("--threads must be at least 1")
-
-    with torch_threads(request.threads):
-        return run_eval(prepare_eval(request, registry))
+    prepared = prepare_eval(request, registry)
+    with torch_threads(prepared.request.threads):
+        return run_eval(prepared)

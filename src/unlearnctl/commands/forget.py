@@ -22,12 +22,12 @@ import torch
 from .. import inprogress
 from ..checkpoints import StepLoop, latest_checkpoint
 from ..components import Method
-from ..config import load_config_file
 from ..contexts.unlearn import UnlearnRun
 from ..data.sets import ForgetSplit, ImageSet, split_forget
 from ..distributed import World, barrier, broadcast_from_main, init_world, launcher_precision, main_process_env
 from ..errors import UsageError, VerificationError
 from ..inputs import (
+    base_model_spec,
     check_model_data,
     component_config,
     dataset_options,
@@ -76,6 +76,7 @@ from ..runtime import (
     stream_seed,
     torch_threads,
 )
+from .configs import FORGET_SPEC, ResolvedConfig, apply_config, component_class, explicit_nulls, recorded_options
 from .forget_grids import GRID_SAMPLER, MAX_GRID_PER_CLASS, grid_classes, write_grids
 
 DEFAULT_MODEL = "ddpm-digits"
@@ -99,7 +100,10 @@ class ForgetRequest:
     #: ``--forget NAME:ARGS``, repeatable (union)
     forget: list[str] = field(default_factory=list)
     method: str = DEFAULT_METHOD
+    #: ``--set KEY=VALUE``: method options (over the config file's, under ``steps``)
     sets: list[str] = field(default_factory=list)
+    #: ``--config FILE``: a command-level config file ([forget] and [method] tables; docs/config.md), or a
+    #: flat table of method options (the original format)
     config: Path | None = None
     out: Path | None = None
     seed: int = 0
@@ -121,6 +125,9 @@ class ForgetRequest:
     threads: int | None = None
     #: the command line (argv without the program name) recorded in the manifest
     command: list[str] | None = None
+    #: the fields set explicitly (the flags given on the command line), which the config file does not
+    #: change; None: the fields whose value differs from the default
+    given: list[str] | None = None
     #: ``replay``: what a manifest recorded; the inputs are taken from it and must match it
     recorded: Recorded | None = None
 
@@ -172,6 +179,8 @@ class PreparedForget:
     #: a resumed run: the ``.NAME.partial-*`` folder it continues (main process; True elsewhere)
     partial: Path | None = None
     resuming: bool = False
+    #: one-line notes for the user (a part of the config file that does not apply)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -185,12 +194,14 @@ class ForgetResult:
 def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForget:
     """Validate the whole request and load its inputs. Writes nothing; bad input raises ``UsageError``.
 
-    Order: cheap checks first (device, precision, method and its options, output folder), then the
-    model, the dataset and the forget set, then the method's own check against them.
+    Order: the config file first (``request.config``, applied under the flags given: docs/config.md), then
+    cheap checks (device, precision, method and its options, output folder), then the model, the dataset
+    and the forget set, then the method's own check against them.
     """
 
     registry = registry if registry is not None else get_registry()
-    req = request
+    applied = apply_config(request, FORGET_SPEC) if request.recorded is None else None
+    req = applied.request if applied is not None else request
     rec = req.recorded
     # 1. device and precision; the shape of --data-dir and --data-option
     data_dir = resolve_data_dir(req.data_dir)
@@ -214,7 +225,7 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     if rec is not None:
         method = resolve_method(registry, req.method, rec.method_options, None, None)
     else:
-        config = load_config_file(req.config) if req.config is not None else None
+        config = applied.options if applied is not None else None
         method = resolve_method(registry, req.method, config, req.sets, req.steps)
     method_config = component_config(registry, "method", method)
     # 3. the output folder must not exist
@@ -278,7 +289,66 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
         command=command,
         replay_of=rec.replay_of if rec is not None else None,
         world=world,
+        notes=list(applied.notes) if applied is not None else [],
     )
+
+
+def forget_config(p: PreparedForget) -> ResolvedConfig:
+    """What ``forget --print-config`` prints: the request as :func:`prepare_forget` resolved it. The
+    dataset (the model's when not given) with every option, the device (``auto`` as the device chosen),
+    the precision, the thread count the run uses, the method's options after its ``check`` (``auto`` values
+    resolved); the forget set as given (``classes``, ``forget``), ``out`` only when given."""
+    req = p.request
+    threads = req.threads
+    if threads is None:
+        threads = 1 if p.device.type == "cpu" else torch.get_num_threads()
+    options = {
+        "model": req.model,
+        "dataset": p.dataset.name,
+        "data_dir": p.dataset.data_dir,
+        "classes": req.classes,
+        "forget": list(req.forget),
+        "method": p.method.name,
+        "out": str(req.out) if req.out is not None else None,
+        "seed": req.seed,
+        "device": req.device if req.device != "auto" else p.device.type,
+        "precision": p.precision,
+        "channels_last": req.channels_last,
+        "compile": req.compile,
+        "grid_per_class": req.grid_per_class,
+        "threads": threads,
+        "checkpoint_every": req.checkpoint_every,
+        "keep_checkpoints": req.keep_checkpoints,
+        "data_options": dict(p.dataset.options),
+    }
+    method = dict(p.method_config.options)
+    return ResolvedConfig("forget", options, method, explicit_nulls("method", method, type(p.method)))
+
+
+def forget_config_of(manifest: Manifest, registry: Any = None) -> ResolvedConfig:
+    """The config file that reruns the ``forget`` run ``manifest`` records (``unlearnctl config RUN``): its
+    base model, dataset, selectors, method options, seed, device, precision, grids and thread count; what
+    a manifest does not record (``--checkpoint-every``, ``--keep-checkpoints``) takes its default.
+
+    :raises UsageError: a manifest without a method or a forget set.
+    """
+    if manifest.kind != "forget" or manifest.method is None or manifest.forget is None:
+        raise UsageError(f"the manifest records a '{manifest.kind}' run without a method or forget set")
+    recorded = recorded_options(manifest)
+    options = {
+        "model": base_model_spec(manifest),
+        **{k: recorded[k] for k in ("dataset", "data_dir", "classes", "forget")},
+        "method": manifest.method.name,
+        **{k: recorded[k] for k in ("out", "seed", "device", "precision", "channels_last", "compile")},
+        "grid_per_class": manifest.runner.get("grid_per_class", ForgetRequest.grid_per_class),
+        "threads": manifest.runner.get("threads", manifest.environment.num_threads),
+        "checkpoint_every": ForgetRequest.checkpoint_every,
+        "keep_checkpoints": ForgetRequest.keep_checkpoints,
+        "data_options": recorded["data_options"],
+    }
+    method = dict(manifest.method.options)
+    nulls = explicit_nulls("method", method, component_class(registry, "method", manifest.method.name))
+    return ResolvedConfig("forget", options, method, nulls)
 
 
 def run_forget(prepared: PreparedForget) -> ForgetResult:

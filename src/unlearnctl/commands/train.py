@@ -16,7 +16,6 @@ import torch
 
 from .. import inprogress
 from ..checkpoints import StepLoop, latest_checkpoint
-from ..config import load_config_file
 from ..data.sets import ImageSet, split_forget
 from ..distributed import barrier, broadcast_from_main, init_world, launcher_precision, main_process_env
 from ..errors import UsageError, VerificationError
@@ -53,17 +52,22 @@ from ..rundir import (
 from ..runtime import check_precision, resolve_device
 from ..sampling import SampleOptions, class_labels_for, generate
 from ..training import TrainOptions, build_unet, resolve_train_options, train_model
+from .configs import TRAIN_SPEC, ResolvedConfig, apply_config, explicit_nulls, recorded_options
 
 
 @dataclass
 class TrainRequest:
     """``unlearnctl train`` as asked on the command line."""
 
-    dataset: str
+    #: the dataset to train on (required: here, or in the config file's [train] table)
+    dataset: str = ""
     out: Path | None = None
     forget: list[str] = field(default_factory=list)
     classes: str | None = None
+    #: ``--set KEY=VALUE``: training options (over the config file's, under ``steps``)
     sets: list[str] | dict[str, Any] = field(default_factory=list)
+    #: ``--config FILE``: a command-level config file ([train] and [training] tables; docs/config.md), or a
+    #: flat table of training options (the original format)
     config: Path | None = None
     steps: int | None = None
     seed: int = 0
@@ -86,6 +90,28 @@ class TrainRequest:
     #: the UNet's opt-in speed-ups (docs/performance.md, "GPU paths")
     channels_last: bool = False
     compile: bool = False
+    #: the fields set explicitly (the flags given on the command line), which the config file does not
+    #: change; None: the fields whose value differs from the default
+    given: list[str] | None = None
+
+
+@dataclass
+class PreparedTrain:
+    """Everything ``train`` checked and loaded before training; nothing written yet."""
+
+    #: the request with its config file applied
+    request: TrainRequest
+    world: Any
+    device: torch.device
+    precision: str
+    options: TrainOptions
+    out: Path
+    data: ImageSet
+    dataset_record: DatasetRecord
+    train_set: ImageSet
+    forget_record: ForgetSetRecord | None
+    #: one-line notes for the user (a part of the config file that does not apply)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -128,16 +154,16 @@ def _resume_request(
     return TypeAdapter(TrainRequest).dump_python(pinned, mode="json")
 
 
-def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | None = None) -> TrainRunResult:
-    """``unlearnctl train``: check everything, train, and write the run folder (``manifest.json`` last).
-
-    With ``--forget`` / ``--classes`` the model is trained on the remaining set only (the ``retrain``
-    gold standard), keeping every class id of the dataset so it is comparable with unlearned models.
-    ``partial``: resume the interrupted run writing this ``.NAME.partial-*`` folder (:func:`resume_train`).
-    """
+def prepare_train(request: TrainRequest, registry: Any = None) -> PreparedTrain:
+    """Everything ``train`` checks before training (cheap checks first: the config file, seed, device,
+    options, output folder; then the data and the forget set). Writes nothing; bad input is one
+    ``UsageError``."""
 
     registry = registry if registry is not None else get_registry()
-    req = request
+    applied = apply_config(request, TRAIN_SPEC)
+    req = applied.request
+    if not req.dataset:
+        raise UsageError("missing option '--dataset': name the dataset to train on (`unlearnctl list datasets`)")
     # 1. cheap checks first: seed, device, options, output folder
     if req.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {req.seed}")
@@ -145,11 +171,9 @@ def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | No
         raise UsageError(f"--checkpoint-every must be >= 0 (0: only when stopped), got {req.checkpoint_every}")
     world, device = init_world(resolve_device(req.device))
     precision = check_precision(req.precision or launcher_precision(), device)
-    resuming = partial is not None or req.dataset_fingerprint is not None
     data_dir = resolve_data_dir(req.data_dir)
     parse_data_options(req.data_options)
-    config = load_config_file(req.config) if req.config is not None else None
-    options = resolve_train_options(config, req.sets, req.steps)
+    options = resolve_train_options(applied.options, req.sets, req.steps)
     out = Path(req.out) if req.out is not None else default_train_dir(req.dataset)
     check_new_folder(out)
     # 2. the data, and the forget set when asked for
@@ -196,6 +220,69 @@ def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | No
         raise UsageError(
             f"dataset '{req.dataset}' has no classes: train an unconditional model with --set conditional=false"
         )
+    return PreparedTrain(
+        req, world, device, precision, options, out, data, dataset_record, train_set, forget_record, applied.notes
+    )
+
+
+def train_config(p: PreparedTrain) -> ResolvedConfig:
+    """What ``train --print-config`` prints: the request as :func:`prepare_train` resolved it (the dataset
+    with every option, the device, ``auto`` as the device chosen, the precision) and every training option;
+    the forget set as given (``classes``, ``forget``), ``out`` only when given."""
+    req = p.request
+    options = {
+        "dataset": req.dataset,
+        "data_dir": p.dataset_record.data_dir,
+        "classes": req.classes,
+        "forget": list(req.forget),
+        "out": str(req.out) if req.out is not None else None,
+        "seed": req.seed,
+        "device": req.device if req.device != "auto" else p.device.type,
+        "precision": p.precision,
+        "channels_last": req.channels_last,
+        "compile": req.compile,
+        "checkpoint_every": req.checkpoint_every,
+        "keep_checkpoints": req.keep_checkpoints,
+        "data_options": dict(p.dataset_record.options),
+    }
+    training = p.options.model_dump(mode="json")
+    return ResolvedConfig("train", options, training, explicit_nulls("training", training, TrainOptions))
+
+
+def train_config_of(manifest: Manifest, registry: Any = None) -> ResolvedConfig:
+    """The config file that reruns the ``train`` run ``manifest`` records (``unlearnctl config RUN``): its
+    dataset, what it left out, seed, device, precision and every training option; what a manifest does not
+    record (``--checkpoint-every``, ``--keep-checkpoints``) takes its default. (``registry``: unused, for the
+    same signature as ``forget_config_of``.)"""
+    recorded = recorded_options(manifest)
+    options = {
+        **{k: recorded[k] for k in ("dataset", "data_dir", "classes", "forget", "out", "seed", "device")},
+        **{k: recorded[k] for k in ("precision", "channels_last", "compile")},
+        "checkpoint_every": TrainRequest.checkpoint_every,
+        "keep_checkpoints": TrainRequest.keep_checkpoints,
+        "data_options": recorded["data_options"],
+    }
+    training = dict(manifest.runner.get("train") or {})
+    return ResolvedConfig("train", options, training, explicit_nulls("training", training, TrainOptions))
+
+
+def run_train(request: TrainRequest, registry: Any = None, *, partial: Path | None = None) -> TrainRunResult:
+    """``unlearnctl train``: check everything (:func:`prepare_train`), train, and write the run folder
+    (``manifest.json`` last).
+
+    With ``--forget`` / ``--classes`` the model is trained on the remaining set only (the ``retrain``
+    gold standard), keeping every class id of the dataset so it is comparable with unlearned models.
+    ``partial``: resume the interrupted run writing this ``.NAME.partial-*`` folder (:func:`resume_train`).
+    """
+    registry = registry if registry is not None else get_registry()
+    return train_prepared(prepare_train(request, registry), registry, partial=partial)
+
+
+def train_prepared(p: PreparedTrain, registry: Any, *, partial: Path | None = None) -> TrainRunResult:
+    """Train what :func:`prepare_train` prepared and write the run folder (``manifest.json`` last)."""
+    req, world, device, precision, options, out = p.request, p.world, p.device, p.precision, p.options, p.out
+    data, dataset_record, train_set, forget_record = p.data, p.dataset_record, p.train_set, p.forget_record
+    resuming = partial is not None or req.dataset_fingerprint is not None
     num_classes = len(data.class_names) if options.conditional else 0
     input_sha = state_sha256(build_unet(options.arch, data.image_size, data.channels, num_classes, seed=req.seed))
 
