@@ -229,6 +229,32 @@ def test_conditional_only_attacks_refuse_an_unconditional_model_or_are_left_out(
     assert list(data["models"]) == ["model"]  # a bare model without --base: no base role
 
 
+
+def test_a_scattered_forget_set_leaves_out_the_attacks_on_a_forgotten_class(cli, setup, tmp_path):
+    """A forget set of random images (no whole class forgotten): membership inference applies, the attacks
+    that draw a forgotten class do not -- left out by default, refused when named."""
+    from unlearnctl.commands.forget import ForgetRequest, forget
+
+    run = tmp_path / "scattered"
+    forget(
+        ForgetRequest(
+            model=str(setup["model"]), forget=["random:0.05"], steps=1, grid_per_class=0, out=run, device="cpu",
+            sets=["remain_batch_size=8", "forget_batch_size=8"],
+        )
+    )  # fmt: skip
+    named = cli("audit", run, "--attacks", "relearn", "--config", setup["fast"], "--out", tmp_path / "named")
+    assert named.exit_code == 2 and named.stderr.count("\n") == 1, named.output
+    assert "forgets no whole class" in named.stderr and not (tmp_path / "named").exists()
+    left = cli("audit", run, "--config", setup["fast"], "--steps", 2, "--out", tmp_path / "left", "--no-plots")
+    assert left.exit_code == 0, left.output
+    data = json.loads((tmp_path / "left" / AUDIT_FILE).read_text())
+    assert set(data["left_out"]) == {"relearn", "embedding", "seed-search", "null-leakage"}
+    assert set(data["results"]["model"]) == {"membership-loss", "membership-pia", "membership-secmi"}
+    # the members are the whole forget set the run recorded, drawn from several classes
+    forgotten = json.loads((run / "manifest.json").read_text())["forget"]
+    assert data["results"]["model"]["membership-loss"]["members"] == forgotten["size"]
+    assert forgotten["forget_classes"] == []
+
 PROBE_PLUGIN = '''
 import unlearnctl
 from pydantic import Field

@@ -192,7 +192,8 @@ class Attack(Component):
     kind = "attack"
     #: True: ``audit`` runs it when ``--attacks`` is not given (in registration order, built-ins first); a
     #: default attack that does not apply (``conditional_only`` on an unconditional model, ``needs_judge``
-    #: without a judge) is left out with a note, where naming it in ``--attacks`` is an error
+    #: without a judge, ``needs_forgotten_class`` without a forgotten class) is left out with a note, where
+    #: naming it in ``--attacks`` is an error
     default: ClassVar[bool] = False
     #: True when the attack needs a class-conditional model (``audit`` refuses an unconditional one before
     #: any work when the attack is named in ``--attacks``)
@@ -200,6 +201,9 @@ class Attack(Component):
     #: True when the attack reads the judge classifier (``ctx.require_judge``): ``audit`` refuses to start
     #: without one when the attack is named in ``--attacks``
     needs_judge: ClassVar[bool] = False
+    #: True when the attack reads what the model draws of a forgotten class: it needs a forget set that
+    #: forgets whole classes (``--classes 2``), not a scattered one (``--forget random:0.2``)
+    needs_forgotten_class: ClassVar[bool] = False
     #: ``(result key, column title)``: the number of the unlearned model's result that ``compare`` shows
     #: next to the eval columns (e.g. ``("auc", "MIA loss")``); None: the attack has no column
     headline: ClassVar[tuple[str, str] | None] = None

@@ -192,7 +192,7 @@ def open_models(req: AuditRequest, registry: Any) -> tuple[list[AuditModel], lis
 
 
 def applicable_attacks(
-    attacks: list[Attack], named: bool, conditional: bool, judge: Any, target: str
+    attacks: list[Attack], named: bool, conditional: bool, judge: Any, target: str, forgotten: bool = True
 ) -> tuple[list[Attack], dict[str, str]]:
     """The attacks that apply to the model: a named attack that does not is an error; a default one is
     left out, with the reason."""
@@ -206,6 +206,12 @@ def applicable_attacks(
         elif type(attack).needs_judge and judge is None:
             reason = f"attack '{attack.name}' needs a judge classifier and the model names none"
             fix = ": pass --judge DIR (train one with `unlearnctl train-judge --dataset D --out DIR`)"
+        elif type(attack).needs_forgotten_class and not forgotten:
+            reason = (
+                f"attack '{attack.name}' attacks a forgotten class and the forget set of '{target}' forgets no "
+                "whole class"
+            )
+            fix = ": choose other --attacks, or pass --classes"
         if reason is None:
             kept.append(attack)
         elif named:
@@ -244,7 +250,9 @@ def prepare_audit(request: AuditRequest, registry: Any = None) -> PreparedAudit:
         req, registry, subject, [m.model for m in models[1:]], protocol, device, SINGLE, given_data_dir, command="audit"
     )
     notes += class_notes
-    attacks, left_out = applicable_attacks(attacks, named, subject.model.conditional, shared.judge, req.target)
+    attacks, left_out = applicable_attacks(
+        attacks, named, subject.model.conditional, shared.judge, req.target, bool(shared.forget_classes)
+    )
     notes += [f"left out: {reason}" for reason in left_out.values()]
     contexts: dict[str, AuditContext] = {
         m.role: AuditContext(m.role, m.model.model, m.model.spec, shared) for m in models

@@ -50,6 +50,7 @@ class Relearn(Attack):
     name = "relearn"
     default = True
     needs_judge = True
+    needs_forgotten_class = True
     headline = ("rate_after", "relearn")
 
     class Options(Options):
@@ -151,6 +152,7 @@ class Embedding(Attack):
     default = True
     conditional_only = True
     needs_judge = True
+    needs_forgotten_class = True
     headline = ("success_rate", "embed")
 
     class Options(Options):
@@ -220,6 +222,7 @@ class SeedSearch(Attack):
     name = "seed-search"
     default = True
     needs_judge = True
+    needs_forgotten_class = True
     headline = ("success_rate", "seeds")
 
     class Options(Options):
@@ -251,6 +254,7 @@ class NullLeakage(Attack):
     default = True
     conditional_only = True
     needs_judge = True
+    needs_forgotten_class = True
     headline = ("null_rate", "null")
 
     class Options(Options):
