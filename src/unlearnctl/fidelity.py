@@ -15,7 +15,9 @@ use; that cannot happen here, and Inception features mean little for 8 x 8 grey 
   prints and records it) and checked against ``expected_sha256`` when one is given.
 
 Inputs are in-memory datasets of ``uint8`` ``C x H x W`` tensors (no PNG round trip, no cache:
-``cache=False``, because a stale cache name silently serves old statistics).
+``cache=False``, because a stale cache name silently serves old statistics). ``eval --save-samples``
+saves those exact images as PNG folders (:func:`save_png_folder`) and records the call that re-scores
+them with torch-fidelity itself (:func:`rescoring_call`; docs/eval.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,12 +70,26 @@ def _judge_extractor_class() -> type:
     class JudgeFeatureExtractor(FeatureExtractorBase):
         """The judge's penultimate features (``features``) and logits, for uint8 images."""
 
-        def __init__(self, name: str, features_list: list[str], unlearnctl_judge: Any = None, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            name: str,
+            features_list: list[str],
+            unlearnctl_judge: Any = None,
+            feature_extractor_weights_path: str | None = None,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(name, features_list)
+            if unlearnctl_judge is None and feature_extractor_weights_path and _JUDGE_LOADER:
+                # the judge folder, as the saved-samples re-scoring command names it (docs/eval.md)
+                unlearnctl_judge = _JUDGE_LOADER[0](Path(feature_extractor_weights_path).expanduser())
             if unlearnctl_judge is None:
-                raise ValueError(f"feature extractor '{name}' needs the judge module as unlearnctl_judge=")
+                raise ValueError(
+                    f"feature extractor '{name}' needs the judge: the module as unlearnctl_judge=, or its folder "
+                    "as feature_extractor_weights_path= (--feature-extractor-weights-path)"
+                )
             # A copy: torch-fidelity moves the extractor to CUDA and switches it to eval mode.
             self.judge = copy.deepcopy(unlearnctl_judge).float().eval().requires_grad_(False)
+            self.channels = int(getattr(self.judge, "channels", 0) or 0)
 
         @staticmethod
         def get_provided_features_list() -> tuple[str, ...]:
@@ -91,6 +108,11 @@ def _judge_extractor_class() -> type:
             return (torch.rand([1, 1, 8, 8]) * 255).to(torch.uint8)
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if self.channels == 1 and x.shape[1] == 3:
+                # torch-fidelity reads image files as RGB: a grey PNG comes back as 3 equal channels
+                if not (torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])):
+                    raise ValueError("the judge reads grey images, and these RGB images are not grey")
+                x = x[:, :1]
             x = x.float() / 127.5 - 1.0  # uint8 -> [-1, 1], the judge's input convention
             out = {}
             if "features" in self.features_list:
@@ -102,9 +124,20 @@ def _judge_extractor_class() -> type:
     return JudgeFeatureExtractor
 
 
-def register_feature_extractors() -> None:
-    """Register ``unlearnctl-judge`` with torch-fidelity, once per process (a second time asserts there)."""
+#: how ``unlearnctl-judge`` loads a judge from ``feature_extractor_weights_path`` (a judge folder), when the
+#: module itself is not passed as ``unlearnctl_judge``: set by ``register_feature_extractors(judge_loader=)``
+_JUDGE_LOADER: list[Callable[[Path], Any]] = []
+
+
+def register_feature_extractors(judge_loader: Callable[[Path], Any] | None = None) -> None:
+    """Register ``unlearnctl-judge`` with torch-fidelity, once per process (a second time asserts there).
+
+    ``judge_loader`` (``unlearnctl.judge.classifier.load_judge``) lets the extractor load the judge from the
+    folder given as ``feature_extractor_weights_path``, which torch-fidelity's command line can pass."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if judge_loader is not None:
+        _JUDGE_LOADER[:] = [judge_loader]
 
     if JUDGE_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(JUDGE_EXTRACTOR, _judge_extractor_class())
@@ -186,7 +219,7 @@ def check_plain_state_dict(path: Path) -> None:
         ) from None
 
 
-def fidelity_metrics(
+def fidelity_kwargs(
     generated: torch.Tensor,
     real: torch.Tensor,
     extractor: FeatureExtractor,
@@ -200,19 +233,11 @@ def fidelity_metrics(
     prc_neighborhood: int = 3,
     seed: int = 0,
     batch_size: int = 256,
-) -> dict[str, float]:
-    """FID, KID (mean, std) and precision/recall/F between ``generated`` and ``real`` images.
-
-    Images are ``N x C x H x W`` float in ``[-1, 1]`` (or uint8). ``kid_subset_size`` is lowered to the
-    size of the smaller set (torch-fidelity asserts otherwise) and the value used is returned.
-    Precision: share of generated images inside the real manifold; recall: the reverse (input1 is
-    the generated set, input2 the real set, as torch-fidelity expects).
-    """
-    import torch_fidelity
-
+) -> dict[str, Any]:
+    """The keyword arguments of ``torch_fidelity.calculate_metrics`` that :func:`fidelity_metrics` makes:
+    ``input1``/``input2`` are :class:`UInt8Images` (the exact uint8 images torch-fidelity reads)."""
     if len(generated) < 2 or len(real) < 2:
         raise UsageError(f"FID needs at least 2 images per side (got {len(generated)} generated, {len(real)} real)")
-    register_feature_extractors()
     rgb = extractor.kind == "inception"
     subset = min(kid_subset_size, len(generated), len(real))
     device = torch.device(device)
@@ -237,19 +262,164 @@ def fidelity_metrics(
         kwargs["unlearnctl_judge"] = extractor.judge
     else:
         kwargs["feature_extractor_weights_path"] = extractor.source
+    return kwargs
+
+
+#: torch-fidelity's result keys -> the names ``eval`` records
+RESULT_NAMES = {
+    "frechet_inception_distance": "fid",
+    "kernel_inception_distance_mean": "kid_mean",
+    "kernel_inception_distance_std": "kid_std",
+    "precision": "precision",
+    "recall": "recall",
+    "f_score": "f_score",
+}
+
+
+def calculate(kwargs: dict[str, Any]) -> dict[str, float]:
+    """``torch_fidelity.calculate_metrics(**kwargs)`` (with ``unlearnctl-judge`` registered), its values
+    under :data:`RESULT_NAMES` (a non-finite value as NaN), plus ``kid_subset_size`` when KID is computed."""
+    import torch_fidelity
+
+    register_feature_extractors()
     raw = torch_fidelity.calculate_metrics(**kwargs)
     out: dict[str, float] = {}
-    names = {
-        "frechet_inception_distance": "fid",
-        "kernel_inception_distance_mean": "kid_mean",
-        "kernel_inception_distance_std": "kid_std",
-        "precision": "precision",
-        "recall": "recall",
-        "f_score": "f_score",
-    }
     for key, value in raw.items():
         value = float(value)
-        out[names.get(key, key)] = value if math.isfinite(value) else float("nan")
-    if kid:
-        out["kid_subset_size"] = subset
+        out[RESULT_NAMES.get(key, key)] = value if math.isfinite(value) else float("nan")
+    if kwargs.get("kid"):
+        out["kid_subset_size"] = kwargs["kid_subset_size"]
     return out
+
+
+def fidelity_metrics(
+    generated: torch.Tensor,
+    real: torch.Tensor,
+    extractor: FeatureExtractor,
+    *,
+    device: torch.device | str = "cpu",
+    fid: bool = True,
+    kid: bool = True,
+    prc: bool = True,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    prc_neighborhood: int = 3,
+    seed: int = 0,
+    batch_size: int = 256,
+    call: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """FID, KID (mean, std) and precision/recall/F between ``generated`` and ``real`` images.
+
+    Images are ``N x C x H x W`` float in ``[-1, 1]`` (or uint8). ``kid_subset_size`` is lowered to the
+    size of the smaller set (torch-fidelity asserts otherwise) and the value used is returned.
+    Precision: share of generated images inside the real manifold; recall: the reverse (input1 is
+    the generated set, input2 the real set, as torch-fidelity expects). ``call``, when given, receives
+    the keyword arguments passed to ``torch_fidelity.calculate_metrics`` (:func:`fidelity_kwargs`).
+    """
+    kwargs = fidelity_kwargs(
+        generated,
+        real,
+        extractor,
+        device=device,
+        fid=fid,
+        kid=kid,
+        prc=prc,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        prc_neighborhood=prc_neighborhood,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    if call is not None:
+        call.update(kwargs)
+    return calculate(kwargs)
+
+
+# --- saving the inputs, and the call that re-scores them (eval --save-samples) -----------------------------
+
+#: the entry point that runs torch-fidelity's own command line with ``unlearnctl-judge`` registered
+CLI_WITH_JUDGE = ["python", "-m", "unlearnctl.commands.eval_record"]
+#: the keyword arguments recorded for re-scoring (the in-memory judge becomes its folder)
+RECORDED_KWARGS = (
+    "input1", "input2", "fid", "kid", "prc", "feature_extractor", "feature_extractor_weights_path", "cuda",
+    "cache", "verbose", "save_cpu_ram", "batch_size", "kid_subsets", "kid_subset_size", "prc_neighborhood",
+    "rng_seed", "samples_find_deep", "samples_find_ext",
+)  # fmt: skip
+
+
+def save_png_folder(images: torch.Tensor, folder: Path) -> list[Path]:
+    """Write ``uint8`` ``N x C x H x W`` images (C = 1 or 3) as lossless PNG files ``000000.png``... in
+    ``folder``: decoding them gives back exactly these values, and their sorted names (the order
+    torch-fidelity reads a folder in) are the tensor's order, which KID's random subsets depend on."""
+    from PIL import Image
+
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError("save_png_folder takes uint8 N x C x H x W images with 1 or 3 channels")
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(6, len(str(len(images) - 1)))
+    paths = []
+    for i, image in enumerate(images.cpu()):
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        path = folder / f"{i:0{width}d}.png"
+        Image.fromarray(array, mode="L" if image.shape[0] == 1 else "RGB").save(path, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def rescoring_call(kwargs: dict[str, Any], input1: str, input2: str, judge_folder: str | None) -> dict[str, Any]:
+    """How to re-score saved inputs with torch-fidelity: the ``calculate_metrics`` keyword arguments (with
+    ``input1``/``input2`` the saved folders as given) and the equivalent command line.
+
+    torch-fidelity reads a folder's images as RGB ``uint8`` in sorted name order: the same values as the
+    in-memory inputs (grey images: 3 equal channels, which the judge extractor reads back as one).
+    ``unlearnctl-judge`` is not one of torch-fidelity's extractors: the plain ``fidelity`` command refuses it
+    (its ``--feature-extractor`` choices are its registry when it starts), so the command is
+    ``python -m unlearnctl.commands.eval_record``, torch-fidelity's own command line after registering it; with
+    ``inception-v3-compat`` the plain ``fidelity`` command computes the same numbers.
+    """
+    rec = {k: v for k, v in kwargs.items() if k in RECORDED_KWARGS}
+    rec.update(input1=input1, input2=input2, samples_find_deep=False, samples_find_ext="png", cache=False)
+    judge = kwargs["feature_extractor"] == JUDGE_EXTRACTOR
+    if judge:
+        rec["feature_extractor_weights_path"] = judge_folder
+    argv = [
+        *(CLI_WITH_JUDGE if judge else ["fidelity"]),
+        *(["--gpu", "0"] if rec["cuda"] else ["--cpu"]),
+        *(f"--{m}" for m in ("fid", "kid", "prc") if rec.get(m)),
+        "--input1", input1, "--input2", input2,
+        "--feature-extractor", str(rec["feature_extractor"]),
+    ]  # fmt: skip
+    if rec.get("feature_extractor_weights_path"):
+        argv += ["--feature-extractor-weights-path", str(rec["feature_extractor_weights_path"])]
+    argv += [
+        "--batch-size", str(rec["batch_size"]),
+        "--kid-subsets", str(rec["kid_subsets"]),
+        "--kid-subset-size", str(rec["kid_subset_size"]),
+        "--prc-neighborhood", str(rec["prc_neighborhood"]),
+        "--rng-seed", str(rec["rng_seed"]),
+        "--samples-find-ext", "png",
+        "--no-cache", "--save-cpu-ram", "--silent", "--json",
+    ]  # fmt: skip
+    record: dict[str, Any] = {
+        "function": "torch_fidelity.calculate_metrics",
+        "kwargs": rec,
+        "command": argv,
+        "plain_fidelity_command": not judge,
+        "result_names": RESULT_NAMES,
+    }
+    if judge and judge_folder is None:
+        record["note"] = "the judge came from no folder: register it and pass it as unlearnctl_judge="
+    return record
+
+
+def torch_fidelity_cli(argv: list[str] | None = None, judge_loader: Callable[[Path], Any] | None = None) -> None:
+    """torch-fidelity's own ``fidelity`` command line (``torch_fidelity.fidelity.main``), with
+    ``unlearnctl-judge`` registered first; ``argv``: the arguments (default: ``sys.argv[1:]``)."""
+    import sys
+
+    from torch_fidelity.fidelity import main
+
+    register_feature_extractors(judge_loader)
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    main()

@@ -248,6 +248,7 @@ class Fidelity(Metric):
                 "fingerprint": ctx.dataset(self.options.real_split).fingerprint(),
             },
         )
+        call: dict[str, Any] = {}
         values = fidelity_metrics(
             generated,
             real,
@@ -257,7 +258,11 @@ class Fidelity(Metric):
             kid_subset_size=self.options.kid_subset_size,
             prc_neighborhood=self.options.prc_neighborhood,
             seed=ctx.seed,
+            call=call,
         )
+        # the exact torch-fidelity call, which `eval --save-samples` saves the inputs of (docs/eval.md)
+        call["judge_folder"] = ctx.judge_source if extractor.kind == "judge" else None
+        ctx.cache[f"torch-fidelity:call:{self.name}:{ctx.role}"] = call
         return {**values, "n_generated": len(generated), "n_real": len(real)}
 
     def _unconditional(self, ctx: Any) -> torch.Tensor:

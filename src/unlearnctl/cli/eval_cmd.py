@@ -276,6 +276,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         out: EvalFolderOption = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing metrics.json.")] = False,
+        save_samples: Annotated[
+            bool,
+            typer.Option(
+                "--save-samples",
+                help="Keep the exact images FID/KID were computed on (samples/eval-fidelity/<role>/ and real/, "
+                "PNG) and record the torch-fidelity call that re-scores them (docs/eval.md).",
+            ),
+        ] = False,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
         print_config: PrintConfigFlag = False,
@@ -320,6 +328,7 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             out=out,
             overwrite=overwrite,
+            save_samples=save_samples,
             command=command_line(ctx),
             config=config,
             given=given,
@@ -356,5 +365,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {escape(str(result.metrics_path))}")
             for path in result.grids.values():
                 console.print(f"wrote {escape(str(path))}")
+            for metric, roles in (payload.get("saved_samples") or {}).items():
+                for role, saved in roles.items():
+                    one, two = saved["input1"], saved["input2"]
+                    console.print(
+                        f"saved the {metric} images of the {role}: {escape(one['folder'])} ({one['count']}) "
+                        f"vs {escape(two['folder'])} ({two['count']})"
+                    )
         else:
             console.print("[dim]nothing written: pass --out DIR to keep metrics.json and the grids[/]")

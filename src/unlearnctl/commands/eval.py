@@ -32,7 +32,7 @@ from ..results import jsonable, metric_deltas
 from ..rundir import METRICS_FILE, SAMPLES_DIR, check_new_file
 from ..runtime import torch_threads
 from .configs import EVAL_SPEC, ResolvedConfig, apply_config, explicit_nulls
-from .eval_record import EvalModel, metrics_payload, open_eval_model, write_eval_grids
+from .eval_record import EvalModel, metrics_payload, open_eval_model, write_eval_grids, write_fidelity_inputs
 from .study import (
     check_reference,
     check_study_request,
@@ -89,6 +89,8 @@ class EvalRequest:
     out: Path | None = None
     overwrite: bool = False
     grids: bool = True
+    #: ``--save-samples``: keep the images FID/KID were computed on, and how torch-fidelity re-scores them
+    save_samples: bool = False
     command: list[str] = field(default_factory=list)
     #: ``--config FILE``: an [eval] table (these options) and [metrics.NAME] tables (each metric's options)
     config: Path | None = None
@@ -327,11 +329,28 @@ def _evaluate_on_main(p: PreparedEval, contexts: dict[str, EvalContext], start: 
         if p.request.grids:
             grids = write_eval_grids(contexts, shared, p.out_dir / SAMPLES_DIR)
             payload["files"] = {k: str(v.relative_to(p.out_dir)) for k, v in grids.items()}
+        saved: list[Path] = []
+        if p.request.save_samples:
+            payload["saved_samples"], saved = save_fidelity_inputs(p, contexts)
         payload["wall_time_s"] = round(time.perf_counter() - start, 3)
-        metrics_path = write_results(p.out_dir, METRICS_FILE, payload, list(grids.values()))
+        metrics_path = write_results(p.out_dir, METRICS_FILE, payload, [*grids.values(), *saved])
     result = EvalResult(payload, metrics_path, grids, p.notes, world=shared.world)
     hook.run_finished(run=run, result=result)
     return result
+
+
+def save_fidelity_inputs(p: PreparedEval, contexts: dict[str, EvalContext]) -> tuple[dict[str, Any], list[Path]]:
+    """``--save-samples``: :func:`write_fidelity_inputs` into ``samples/``, after removing the folders a
+    previous ``eval`` saved there (metrics.json is being replaced: ``--overwrite``)."""
+    import shutil
+
+    assert p.out_dir is not None
+    folder = p.out_dir / SAMPLES_DIR
+    for metric in p.metrics:
+        old = folder / f"eval-{metric.name}"
+        if old.is_dir():
+            shutil.rmtree(old)
+    return write_fidelity_inputs(contexts, p.metrics, p.out_dir, folder)
 
 
 def _eval_run(p: PreparedEval, total_steps: int) -> RunInfo:

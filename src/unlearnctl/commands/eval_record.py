@@ -14,11 +14,18 @@ import torch
 
 from ..contexts.evaluation import EvalContext
 from ..contexts.study import EvalShared
+from ..errors import UsageError
+from ..fidelity import rescoring_call, save_png_folder, torch_fidelity_cli
 from ..grids import side_by_side_png
 from ..inputs import ResolvedModel, open_model
+from ..judge.classifier import load_judge
 from ..manifest import Manifest
 from ..models.folder import DiffusionModel, state_sha256
 from ..results import METRICS_SCHEMA_VERSION
+
+#: where a metric's torch-fidelity call is kept (``ctx.cache``; ``{metric}``, ``{role}``): the keyword
+#: arguments of ``torch_fidelity.calculate_metrics`` plus ``judge_folder`` (builtin ``fidelity`` sets it)
+TORCH_FIDELITY_CALL = "torch-fidelity:call:{metric}:{role}"
 
 #: images per class shown in the before/after grids
 GRID_PER_CLASS = 8
@@ -206,3 +213,51 @@ def write_eval_grids(contexts: dict[str, EvalContext], shared: EvalShared, folde
         )
         files[f"eval-{group}"] = path
     return files
+
+
+def write_fidelity_inputs(
+    contexts: dict[str, EvalContext], metrics: list[Any], base: Path, folder: Path
+) -> tuple[dict[str, Any], list[Path]]:
+    """``eval --save-samples``: for each metric that computed through torch-fidelity (its call kept under
+    :data:`TORCH_FIDELITY_CALL`), the exact uint8 images of both sides as PNG files --
+    ``folder/eval-<metric>/<role>/`` (generated) and ``.../real/`` (the real set, the same for both
+    models) -- and how torch-fidelity re-scores them (:func:`unlearnctl.fidelity.rescoring_call`, paths
+    relative to ``base``, the folder of metrics.json). Returns metrics.json's ``saved_samples`` and the
+    files written."""
+    record: dict[str, Any] = {}
+    files: list[Path] = []
+    for metric in metrics:
+        for role, ctx in contexts.items():
+            call = ctx.cache.get(TORCH_FIDELITY_CALL.format(metric=metric.name, role=role))
+            if call is None:  # not computed through torch-fidelity, or skipped
+                continue
+            root = folder / f"eval-{metric.name}"
+            gen_dir, real_dir = root / role, root / "real"
+            files += save_png_folder(call["input1"].images, gen_dir)
+            real = call["input2"].images
+            if real_dir.is_dir():  # written for the other model: the same images, or an error
+                saved = sorted(real_dir.glob("*.png"))
+                if len(saved) != len(real):
+                    raise UsageError(f"metric '{metric.name}': the two models were compared with different real sets")
+            else:
+                files += save_png_folder(real, real_dir)
+            judge = call.get("judge_folder")
+            judge = str(Path(judge).expanduser().resolve()) if judge else None
+            rel1, rel2 = str(gen_dir.relative_to(base)), str(real_dir.relative_to(base))
+            record.setdefault(metric.name, {})[role] = {
+                "input1": {"folder": rel1, "count": len(call["input1"])},
+                "input2": {"folder": rel2, "count": len(real)},
+                "torch_fidelity": rescoring_call(call, rel1, rel2, judge),
+            }
+    return record, files
+
+
+def rescore_main() -> None:
+    """``python -m unlearnctl.commands.eval_record ARGS``: torch-fidelity's own command line with the
+    ``unlearnctl-judge`` extractor registered, loading the judge from ``--feature-extractor-weights-path``
+    (a judge folder) -- what metrics.json's ``saved_samples.*.torch_fidelity.command`` runs (docs/eval.md)."""
+    torch_fidelity_cli(judge_loader=load_judge)
+
+
+if __name__ == "__main__":
+    rescore_main()

@@ -1,0 +1,164 @@
+"""``eval --save-samples``: torch-fidelity itself, run on the saved folders, gives ``eval``'s FID/KID/PR.
+
+The saved PNGs hold the exact uint8 images ``eval`` passed to torch-fidelity, in the same order (sorted
+file names); the recorded call names the same extractor, batch size, KID subsets and seed. So the
+features, the statistics and the KID subsets are the same computation on the same numbers, and the
+values are compared for exact equality (the judge reads the RGB that torch-fidelity decodes a grey PNG to
+by taking one of its three equal channels: bit-identical input, same batches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnctl.fidelity import (
+    INCEPTION_EXTRACTOR,
+    UInt8Images,
+    register_feature_extractors,
+    rescoring_call,
+    save_png_folder,
+)
+from unlearnctl.judge.classifier import Judge, load_judge
+from unlearnctl.rundir import METRICS_FILE
+from unlearnctl.testing.tiny import tiny_model
+
+ARGS = ["-n", 3, "--steps", 2, "--metrics", "fidelity", "--set", "fidelity.kid_subsets=5", "--device", "cpu"]
+COMPARED = ("fid", "kid_mean", "kid_std", "precision", "recall", "f_score")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict:
+    """A tiny 10-class model (naming a judge) unlearned for one step, evaluated with ``--save-samples``."""
+    from typer.testing import CliRunner
+
+    from unlearnctl.cli.app import app
+    from unlearnctl.commands.forget import ForgetRequest, forget
+
+    root = tmp_path_factory.mktemp("rescore")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Judge(10).eval().save(root / "judge")
+    model = tiny_model(num_classes=10)
+    model.default_dataset = "digits"
+    model.extra = {"judge": str(root / "judge"), "weights": "ema"}
+    model.save(root / "tiny")
+    run = root / "run"
+    forget(
+        ForgetRequest(
+            model=str(root / "tiny"),
+            classes="2",
+            steps=1,
+            grid_per_class=0,
+            out=run,
+            device="cpu",
+            sets=["remain_batch_size=8", "forget_batch_size=8"],
+        )
+    )
+    result = CliRunner().invoke(
+        app, ["eval", str(run), *map(str, ARGS), "--save-samples"], env={"COLUMNS": "200"}, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return {"run": run, "judge": root / "judge", "data": json.loads((run / METRICS_FILE).read_text())}
+
+
+def test_saved_folders_are_recorded_and_covered_by_the_checksums(saved, cli):
+    run, data = saved["run"], saved["data"]
+    saved_samples = data["saved_samples"]["fidelity"]
+    assert set(saved_samples) == {"model", "reference"}
+    sums = (run / "checksums.sha256").read_text()
+    for role, entry in saved_samples.items():
+        results = data["results"][role]["fidelity"]
+        assert entry["input1"] == {"folder": f"samples/eval-fidelity/{role}", "count": results["n_generated"]}
+        assert entry["input2"] == {"folder": "samples/eval-fidelity/real", "count": results["n_real"]}
+        for side in ("input1", "input2"):
+            files = sorted((run / entry[side]["folder"]).glob("*.png"))
+            assert len(files) == entry[side]["count"]
+            assert all(str(f.relative_to(run)) in sums for f in files)
+        kwargs = entry["torch_fidelity"]["kwargs"]
+        assert kwargs["input1"] == entry["input1"]["folder"] and kwargs["input2"] == entry["input2"]["folder"]
+        assert kwargs["feature_extractor"] == "unlearnctl-judge"
+        assert kwargs["feature_extractor_weights_path"] == str(saved["judge"].resolve())
+        assert (kwargs["kid_subsets"], kwargs["rng_seed"], kwargs["cuda"]) == (5, 0, False)
+        assert kwargs["kid_subset_size"] == results["kid_subset_size"]
+        assert entry["torch_fidelity"]["plain_fidelity_command"] is False
+    assert cli("verify", run).exit_code == 0
+
+
+def test_calculate_metrics_with_the_recorded_kwargs_gives_evals_numbers(saved, monkeypatch):
+    import torch_fidelity
+
+    register_feature_extractors(judge_loader=load_judge)
+    monkeypatch.chdir(saved["run"])  # the recorded folders are relative to the folder of metrics.json
+    data = saved["data"]
+    for role, entry in data["saved_samples"]["fidelity"].items():
+        call = entry["torch_fidelity"]
+        raw = torch_fidelity.calculate_metrics(**call["kwargs"])
+        got = {call["result_names"][k]: float(v) for k, v in raw.items()}
+        want = data["results"][role]["fidelity"]
+        assert {k: got[k] for k in COMPARED} == {k: want[k] for k in COMPARED}, role
+
+
+def test_torch_fidelitys_command_line_gives_evals_numbers(saved):
+    """The recorded command: torch-fidelity's own ``main()`` (its parser, its calculate_metrics) with the judge
+    extractor registered; the plain ``fidelity`` script does not know that extractor and refuses it."""
+    data = saved["data"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    entry = data["saved_samples"]["fidelity"]["model"]
+    command = entry["torch_fidelity"]["command"]
+    assert command[:3] == ["python", "-m", "unlearnctl.commands.eval_record"]
+    done = subprocess.run(
+        [sys.executable, *command[1:]], cwd=saved["run"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    raw = json.loads(done.stdout)
+    got = {entry["torch_fidelity"]["result_names"][k]: float(v) for k, v in raw.items()}
+    want = data["results"]["model"]["fidelity"]
+    assert {k: got[k] for k in COMPARED} == {k: want[k] for k in COMPARED}
+
+    plain = Path(sys.executable).parent / "fidelity"
+    refused = subprocess.run(
+        [str(plain), *command[3:]], cwd=saved["run"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0 and "unlearnctl-judge" in refused.stderr
+
+
+def test_png_folders_decode_to_the_exact_uint8_images_torch_fidelity_reads(tmp_path):
+    from torch_fidelity.datasets import ImagesPathDataset
+    from torch_fidelity.utils import glob_samples_paths
+
+    grey = UInt8Images(torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    rgb = UInt8Images(grey.images, rgb=True)
+    for name, images in (("grey", grey.images), ("rgb", rgb.images)):
+        save_png_folder(images, tmp_path / name)
+        read = ImagesPathDataset(glob_samples_paths(str(tmp_path / name), False, "png", verbose=False))
+        assert torch.equal(torch.stack([read[i] for i in range(len(read))]), rgb.images), name
+
+
+def test_an_inception_call_is_the_plain_fidelity_command():
+    kwargs = {
+        "input1": None,
+        "input2": None,
+        "fid": True,
+        "kid": True,
+        "prc": False,
+        "feature_extractor": INCEPTION_EXTRACTOR,
+        "feature_extractor_weights_path": "/w/weights-inception.pth",
+        "cuda": True,
+        "batch_size": 64,
+        "kid_subsets": 100,
+        "kid_subset_size": 1000,
+        "prc_neighborhood": 3,
+        "rng_seed": 0,
+    }
+    call = rescoring_call(kwargs, "samples/eval-fidelity/model", "samples/eval-fidelity/real", None)
+    assert call["plain_fidelity_command"] is True
+    assert call["command"][:6] == ["fidelity", "--gpu", "0", "--fid", "--kid", "--input1"]
+    assert "--feature-extractor-weights-path" in call["command"] and "--prc" not in call["command"]
+    assert call["kwargs"]["feature_extractor_weights_path"] == "/w/weights-inception.pth"
