@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from digits_study import tiny_digits_study
 
 from unlearnctl.judge.classifier import Judge
 from unlearnctl.models.folder import load_model_folder, state_sha256
 from unlearnctl.rundir import AUDIT_FILE, CHECKSUMS_FILE
-from unlearnctl.testing.tiny import tiny_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BUILTIN_ATTACKS = [
@@ -60,29 +59,8 @@ samples = 4
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A tiny 10-class model of the digits (naming a judge), one erasediff run forgetting class 2, a stand-in
     for a model retrained without class 2, and the fast attack settings."""
-    from unlearnctl.commands.forget import ForgetRequest, forget
-
-    root = tmp_path_factory.mktemp("audit")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        Judge(10).eval().save(root / "judge")
-    for name, seed in (("tiny", 0), ("retrain", 5)):
-        model = tiny_model(num_classes=10, seed=seed)
-        model.default_dataset = "digits"
-        model.extra = {"judge": str(root / "judge"), "weights": "ema"}
-        model.save(root / name)
-    run = root / "run"
-    forget(
-        ForgetRequest(
-            model=str(root / "tiny"),
-            classes="2",
-            steps=1,
-            grid_per_class=0,
-            out=run,
-            device="cpu",
-            sets=["remain_batch_size=8", "forget_batch_size=8"],
-        )
-    )
+    paths = tiny_digits_study(tmp_path_factory.mktemp("audit"), {"retrain": 5})
+    root, run = paths["root"], paths["run"]
     (root / "fast.toml").write_text(FAST_CONFIG)
     return {"root": root, "model": root / "tiny", "retrain": root / "retrain", "run": run, "fast": root / "fast.toml"}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from digits_study import tiny_digits_study
 
 from unlearnctl.contexts.study import DEFAULT_SAMPLES_PER_CLASS
-from unlearnctl.judge.classifier import Judge
 from unlearnctl.rundir import METRICS_FILE
 from unlearnctl.testing.tiny import tiny_model
 
@@ -23,29 +23,7 @@ FAST = [*SAMPLING, "--set", "fidelity.kid_subsets=5", "--set", "membership.draws
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     """A tiny 10-class model of the digits (naming a judge) and one erasediff run forgetting class 2."""
-    from unlearnctl.commands.forget import ForgetRequest, forget
-
-    root = tmp_path_factory.mktemp("eval")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        Judge(10).eval().save(root / "judge")
-    model = tiny_model(num_classes=10)
-    model.default_dataset = "digits"
-    model.extra = {"judge": str(root / "judge"), "weights": "ema"}
-    model.save(root / "tiny")
-    run = root / "run"
-    forget(
-        ForgetRequest(
-            model=str(root / "tiny"),
-            classes="2",
-            steps=1,
-            grid_per_class=0,
-            out=run,
-            device="cpu",
-            sets=["remain_batch_size=8", "forget_batch_size=8"],
-        )
-    )
-    return {"root": root, "model": root / "tiny", "run": run, "judge": root / "judge"}
+    return tiny_digits_study(tmp_path_factory.mktemp("eval"))
 
 
 def test_eval_of_a_run_named_by_a_relative_path_records_what_it_added(cli, setup, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from digits_study import tiny_digits_study
 
 from unlearnctl.fidelity import (
     INCEPTION_EXTRACTOR,
@@ -25,9 +26,8 @@ from unlearnctl.fidelity import (
     rescoring_call,
     save_png_folder,
 )
-from unlearnctl.judge.classifier import Judge, load_judge
+from unlearnctl.judge.classifier import load_judge
 from unlearnctl.rundir import METRICS_FILE
-from unlearnctl.testing.tiny import tiny_model
 
 ARGS = ["-n", 3, "--steps", 2, "--metrics", "fidelity", "--set", "fidelity.kid_subsets=5", "--device", "cpu"]
 COMPARED = ("fid", "kid_mean", "kid_std", "precision", "recall", "f_score")
@@ -39,28 +39,9 @@ def saved(tmp_path_factory) -> dict:
     from typer.testing import CliRunner
 
     from unlearnctl.cli.app import app
-    from unlearnctl.commands.forget import ForgetRequest, forget
 
-    root = tmp_path_factory.mktemp("rescore")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        Judge(10).eval().save(root / "judge")
-    model = tiny_model(num_classes=10)
-    model.default_dataset = "digits"
-    model.extra = {"judge": str(root / "judge"), "weights": "ema"}
-    model.save(root / "tiny")
-    run = root / "run"
-    forget(
-        ForgetRequest(
-            model=str(root / "tiny"),
-            classes="2",
-            steps=1,
-            grid_per_class=0,
-            out=run,
-            device="cpu",
-            sets=["remain_batch_size=8", "forget_batch_size=8"],
-        )
-    )
+    paths = tiny_digits_study(tmp_path_factory.mktemp("rescore"))
+    root, run = paths["root"], paths["run"]
     result = CliRunner().invoke(
         app, ["eval", str(run), *map(str, ARGS), "--save-samples"], env={"COLUMNS": "200"}, catch_exceptions=False
     )
