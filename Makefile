@@ -14,7 +14,7 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 DEMO_RUN := runs/demo-$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: venv lint test demo docs clean
+.PHONY: venv lint browser test demo docs clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,16 @@ lint: venv
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/mypy
 
+# Debian's Chromium for tests/test_report_browser.py (the report in a headless browser). Installs it as root
+# (CI); otherwise says so and goes on: the browser test then skips, naming the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else echo "make browser: chromium is not installed and this is not root: tests/test_report_browser.py will skip" >&2; fi; }
+
 # pytest's exit code 5 means it collected no test: a failure, said plainly.
-test: lint
+test: lint browser
 	@$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit code 5): that is a failure" >&2; fi; \
 	exit $$rc

@@ -329,10 +329,11 @@ def test_out_set_and_threads_share_their_flags_and_wording():
     from unlearnctl.cli.options import OUT_RULE
 
     outs = _commands_with("--out")
-    assert set(outs) == {"forget", "eval", "audit", "sample", "train", "train-judge", "replay"}
+    assert set(outs) == {"forget", "eval", "audit", "sample", "train", "train-judge", "replay", "report"}
     assert all(sorted(p.opts) == ["--out", "-o"] for p in outs.values())
-    # eval and audit write into a run folder
-    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name not in ("eval", "audit"))
+    # eval and audit write into a run folder; report writes one file, replaced only with --overwrite
+    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name not in ("eval", "audit", "report"))
+    assert "never overwritten unless --overwrite" in (outs["report"].help or "")
     assert "never overwritten" in (outs["audit"].help or "") and "audit.json" in (outs["audit"].help or "")
     assert "metrics.json" in (outs["eval"].help or "")
     sets = _commands_with("--set")

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runs_cmd",
     "judge_cmd",
     "compare_cmd",
+    "report_cmd",
     "replay_cmd",
     "config_cmd",
     "verify_cmd",

@@ -74,6 +74,17 @@ EvalFolderOption = Annotated[
         show_default=False,
     ),
 ]
+#: ``report --out``: a file, never overwritten unless --overwrite (docs/report.md)
+ReportFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="The HTML file to write (default: report.html); an existing file is never overwritten unless "
+        "--overwrite is given.",
+        show_default=False,
+    ),
+]
 
 # --- data --------------------------------------------------------------------------------------------
 
