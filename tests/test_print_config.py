@@ -212,7 +212,8 @@ def test_a_file_of_method_options_alone_still_works(cli, tiny, tmp_path: Path) -
 
 
 def test_the_python_api_reads_the_same_files(cli, tiny, tmp_path: Path) -> None:
-    from unlearnctl.commands.forget import ForgetRequest, forget_config, prepare_forget
+    from unlearnctl.commands.forget import ForgetRequest, prepare_forget
+    from unlearnctl.commands.forget_config import forget_config
 
     (tmp_path / "c.toml").write_text(print_config(cli, "forget", *FAST, "--seed", "4"))
     prepared = prepare_forget(ForgetRequest(config=tmp_path / "c.toml"))  # given: what differs from the defaults

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         unlearnctl config runs/two > two.toml; unlearnctl forget --config two.toml --out runs/again
         reruns the run (same weights' sha256 on the same CPU). `replay --verify` also checks the inputs by hash.
         """
-        from ..commands.forget import forget_config_of
+        from ..commands.forget_config import forget_config_of
         from ..commands.train import train_config_of
         from ..config_files import check_config_format
         from ..manifest import read_manifest

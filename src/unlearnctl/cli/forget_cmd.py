@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
 
         Example: unlearnctl forget --classes 2 (--print-config > run.toml, then --config run.toml, reruns it)
         """
-        from ..commands.forget import ForgetRequest, forget_config, prepare_forget, resume_forget, run_forget
+        from ..commands.forget import ForgetRequest, prepare_forget, resume_forget, run_forget
+        from ..commands.forget_config import forget_config
         from .progress import attach_progress
 
         fmt = checked_config_format(ctx, print_config, config_format)

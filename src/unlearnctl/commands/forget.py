@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import sys
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,6 @@ from ..data.sets import ForgetSplit, ImageSet, split_forget
 from ..distributed import World, barrier, broadcast_from_main, init_world, launcher_precision, main_process_env
 from ..errors import UsageError, VerificationError
 from ..inputs import (
-    base_model_spec,
     check_model_data,
     component_config,
     dataset_options,
@@ -43,17 +39,11 @@ from ..lifecycle import Lifecycle
 from ..manifest import (
     ComponentConfig,
     DatasetRecord,
-    DistributedRecord,
-    ForgetSetRecord,
     Manifest,
     ReplayRecord,
-    SamplesRecord,
     SelectorConfig,
-    WeightsRecord,
-    collect_environment,
-    manifest_extra,
 )
-from ..models.folder import DiffusionModel, folder_sha256, state_sha256
+from ..models.folder import DiffusionModel, state_sha256
 from ..provenance import with_current_provider
 from ..registry import get_registry
 from ..rundir import (
@@ -64,20 +54,18 @@ from ..rundir import (
     SAMPLES_DIR,
     check_new_folder,
     default_run_dir,
-    hash_run_files,
     record_files,
 )
 from ..runtime import (
-    STREAMS,
     Precision,
     check_precision,
     resolve_device,
     set_determinism,
-    stream_seed,
     torch_threads,
 )
-from .configs import FORGET_SPEC, ResolvedConfig, apply_config, component_class, explicit_nulls, recorded_options
-from .forget_grids import GRID_SAMPLER, MAX_GRID_PER_CLASS, grid_classes, write_grids
+from .configs import FORGET_SPEC, apply_config
+from .forget_grids import MAX_GRID_PER_CLASS, grid_classes, write_grids
+from .forget_record import forget_manifest, output_model
 
 DEFAULT_MODEL = "ddpm-digits"
 DEFAULT_METHOD = "erasediff"
@@ -293,64 +281,6 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     )
 
 
-def forget_config(p: PreparedForget) -> ResolvedConfig:
-    """What ``forget --print-config`` prints: the request as :func:`prepare_forget` resolved it. The
-    dataset (the model's when not given) with every option, the device (``auto`` as the device chosen),
-    the precision, the thread count the run uses, the method's options after its ``check`` (``auto`` values
-    resolved); the forget set as given (``classes``, ``forget``), ``out`` only when given."""
-    req = p.request
-    threads = req.threads
-    if threads is None:
-        threads = 1 if p.device.type == "cpu" else torch.get_num_threads()
-    options = {
-        "model": req.model,
-        "dataset": p.dataset.name,
-        "data_dir": p.dataset.data_dir,
-        "classes": req.classes,
-        "forget": list(req.forget),
-        "method": p.method.name,
-        "out": str(req.out) if req.out is not None else None,
-        "seed": req.seed,
-        "device": req.device if req.device != "auto" else p.device.type,
-        "precision": p.precision,
-        "channels_last": req.channels_last,
-        "compile": req.compile,
-        "grid_per_class": req.grid_per_class,
-        "threads": threads,
-        "checkpoint_every": req.checkpoint_every,
-        "keep_checkpoints": req.keep_checkpoints,
-        "data_options": dict(p.dataset.options),
-    }
-    method = dict(p.method_config.options)
-    return ResolvedConfig("forget", options, method, explicit_nulls("method", method, type(p.method)))
-
-
-def forget_config_of(manifest: Manifest, registry: Any = None) -> ResolvedConfig:
-    """The config file that reruns the ``forget`` run ``manifest`` records (``unlearnctl config RUN``): its
-    base model, dataset, selectors, method options, seed, device, precision, grids and thread count; what
-    a manifest does not record (``--checkpoint-every``, ``--keep-checkpoints``) takes its default.
-
-    :raises UsageError: a manifest without a method or a forget set.
-    """
-    if manifest.kind != "forget" or manifest.method is None or manifest.forget is None:
-        raise UsageError(f"the manifest records a '{manifest.kind}' run without a method or forget set")
-    recorded = recorded_options(manifest)
-    options = {
-        "model": base_model_spec(manifest),
-        **{k: recorded[k] for k in ("dataset", "data_dir", "classes", "forget")},
-        "method": manifest.method.name,
-        **{k: recorded[k] for k in ("out", "seed", "device", "precision", "channels_last", "compile")},
-        "grid_per_class": manifest.runner.get("grid_per_class", ForgetRequest.grid_per_class),
-        "threads": manifest.runner.get("threads", manifest.environment.num_threads),
-        "checkpoint_every": ForgetRequest.checkpoint_every,
-        "keep_checkpoints": ForgetRequest.keep_checkpoints,
-        "data_options": recorded["data_options"],
-    }
-    method = dict(manifest.method.options)
-    nulls = explicit_nulls("method", method, component_class(registry, "method", manifest.method.name))
-    return ResolvedConfig("forget", options, method, nulls)
-
-
 def run_forget(prepared: PreparedForget) -> ForgetResult:
     """Run the prepared method and write the run folder atomically (``manifest.json`` last)."""
     threads = prepared.request.threads
@@ -440,11 +370,11 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             replay_of = p.replay_of
             if replay_of is not None and p.verify:
                 replay_of = replay_of.model_copy(update={"verified": output_sha == replay_of.output_sha256})
-            out_model = _output_model(model, p, saved, run.ema_decay)
+            out_model = output_model(model, p, saved, run.ema_decay)
             out_model.save(tmp / MODEL_DIR)
             inprogress.discard_resume_state(tmp, keep_checkpoints=req.keep_checkpoints)
             # 4. the manifest, last
-            manifest = _manifest(p, run, runner_config, classes, samples, saved, output_sha, replay_of, tmp)
+            manifest = forget_manifest(p, run, runner_config, classes, samples, saved, output_sha, replay_of, tmp)
             manifest.write(tmp)
             # the manifest's own sha256, so `unlearnctl verify` notices a change to the manifest itself
             record_files(tmp, [MANIFEST_FILE])
@@ -456,68 +386,6 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
         hook.run_finished(run=run, result=manifest)
     assert manifest is not None
     return ForgetResult(run_dir=p.out, manifest=manifest)
-
-
-def _manifest(
-    p: PreparedForget,
-    run: UnlearnRun,
-    runner_config: dict[str, Any],
-    grid_classes: tuple[list[int], list[int]],
-    samples: dict[str, str],
-    saved: str,
-    output_sha: str,
-    replay_of: ReplayRecord | None,
-    tmp: Path,
-) -> Manifest:
-    req = p.request
-    return Manifest(
-        kind="forget",
-        command=p.command,
-        seed=req.seed,
-        seeds={s: stream_seed(req.seed, s) for s in STREAMS},
-        method=p.method_config,
-        runner=runner_config,
-        dataset=p.dataset,
-        forget=ForgetSetRecord(
-            selectors=p.selectors,
-            size=len(p.split.forget),
-            fingerprint=p.split.forget_fingerprint,
-            remain_size=len(p.split.remain),
-            forget_classes=list(p.split.forget_classes),
-        ),
-        weights=WeightsRecord(
-            model=req.model,
-            model_path=str(p.model_path) if p.model_path else None,
-            preset=p.model_preset,
-            input_sha256=p.input_sha256,
-            output_sha256=output_sha,
-            output_files_sha256=folder_sha256(tmp / MODEL_DIR),
-            saved_weights=saved,
-        ),
-        environment=collect_environment(
-            req.device, p.device, p.precision, channels_last=req.channels_last, compile=req.compile
-        ),
-        samples=SamplesRecord(
-            files=samples,
-            forgotten_classes=grid_classes[0],
-            kept_classes=grid_classes[1],
-            per_class=req.grid_per_class,
-            seed=stream_seed(req.seed, "samples"),
-            sampler=GRID_SAMPLER.model_dump(mode="json"),
-        )
-        if samples
-        else None,
-        started_at=run.started_at,
-        finished_at=datetime.now(UTC),
-        wall_time_s=round(time.perf_counter() - run.started, 3),
-        optimizer_steps=run.optimizer_steps,
-        final_losses={k: float(v) for k, v in run.last_values.items() if _is_number(v)},
-        replay_of=replay_of,
-        distributed=DistributedRecord.of(p.world, req.seed, p.precision) if p.world.distributed else None,
-        resumed_at=list(run.resumed_at),
-        files=hash_run_files(tmp),
-        extra=manifest_extra(run.extra),
-    )
 
 
 def resume_request(p: PreparedForget) -> dict[str, Any]:
@@ -556,31 +424,6 @@ def resume_forget(path: Path, registry: Any = None) -> PreparedForget:
     prepared = prepare_forget(request, registry)
     prepared.partial, prepared.resuming = found.path, True
     return prepared
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _output_model(model: DiffusionModel, p: PreparedForget, saved: str, ema_decay: float | None) -> DiffusionModel:
-    """The unlearned model with its ``unlearnctl.json``: which weights were saved and where they came from."""
-    extra = {k: v for k, v in model.extra.items() if k not in ("weights", "ema_decay", "unlearned")}
-    extra["weights"] = saved
-    if saved == "ema":
-        extra["ema_decay"] = ema_decay
-    extra["base_model"] = p.request.model
-    extra["unlearned"] = {
-        "method": p.method.name,
-        "forget": [s.name + (f":{s.argument}" if s.argument else "") for s in p.selectors],
-        "forget_classes": list(p.split.forget_classes),
-        "input_sha256": p.input_sha256,
-    }
-    if model.judge_path is not None:
-        extra["judge"] = str(Path(model.judge_path).resolve())
-    out = copy.copy(model)
-    out.extra = extra
-    out.default_dataset = p.dataset.name
-    return out
 
 
 def forget(request: ForgetRequest, registry: Any = None) -> ForgetResult:
