@@ -143,3 +143,63 @@ def test_an_inception_call_is_the_plain_fidelity_command():
     assert call["command"][:6] == ["fidelity", "--gpu", "0", "--fid", "--kid", "--input1"]
     assert "--feature-extractor-weights-path" in call["command"] and "--prc" not in call["command"]
     assert call["kwargs"]["feature_extractor_weights_path"] == "/w/weights-inception.pth"
+
+
+def _random_inception_weights(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plain state dict with exactly the keys and shapes torch-fidelity's ``inception-v3-compat`` loads, of seeded
+    random weights (the real ones cannot be downloaded here). The module is built by torch-fidelity's own
+    constructor with its weight loading switched off; the convolutions get He-normal weights so that the
+    2048 pool3 features keep a usable scale through the 90-odd ReLU layers (PyTorch's default init shrinks
+    them to ~1e-8, where FID and KID would be rounding noise)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inception_module
+
+    cls = inception_module.FeatureExtractorInceptionV3
+    with monkeypatch.context() as patch:
+        patch.setattr(inception_module, "load_state_dict_from_url", lambda *a, **k: None)
+        patch.setattr(cls, "load_state_dict", lambda self, state_dict: None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            module = cls(INCEPTION_EXTRACTOR, ["2048"])
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    torch.save(module.state_dict(), path)
+    return path
+
+
+def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_path, cli, monkeypatch):
+    """Inception features: the recorded command is torch-fidelity's plain ``fidelity`` script, and run on the
+    saved folders it prints eval's FID/KID/precision/recall exactly.
+
+    Exact, not approximate: the PNGs decode to the uint8 RGB images eval passed (grey repeated to 3 channels,
+    sorted names = eval's order), the command names the same extractor and weights file, batch size (64: every
+    set is one batch), KID subsets, subset size and seed, and both processes run torch and numpy on one thread,
+    so the features, statistics and KID subsets are the same floating-point computation.
+    Kept small for Inception at 299 x 299 on a CPU: forgetting classes 0-8 leaves class 9 kept, so the sets are
+    the 2 samples of class 9 and the ~30 test images of 9."""
+    weights = _random_inception_weights(tmp_path / "inception.pth", monkeypatch)
+    run = tiny_digits_study(tmp_path / "study")["run"]
+    args = [
+        *("-n", 2, "--steps", 2, "--metrics", "fidelity", "--classes", "0,1,2,3,4,5,6,7,8", "--device", "cpu"),
+        *("--set", "fidelity.feature_extractor=inception", "--set", f"fidelity.inception_weights={weights}"),
+        *("--set", "fidelity.real_split=test", "--set", "fidelity.kid_subsets=5"),
+    ]
+    assert cli("eval", run, *args, "--save-samples").exit_code == 0
+    data = json.loads((run / METRICS_FILE).read_text())
+    entry = data["saved_samples"]["fidelity"]["model"]
+    call, want = entry["torch_fidelity"], data["results"]["model"]["fidelity"]
+    assert call["plain_fidelity_command"] is True
+    assert call["kwargs"]["feature_extractor"] == INCEPTION_EXTRACTOR
+    assert call["kwargs"]["feature_extractor_weights_path"] == str(weights)
+    assert call["command"][0] == "fidelity" and "--json" in call["command"]
+    assert (want["n_generated"], want["kid_subset_size"]) == (2, 2) and 2 < want["n_real"] < 60
+
+    plain = Path(sys.executable).parent / "fidelity"  # torch-fidelity's console script, nothing of unlearnctl's
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [str(plain), *call["command"][1:]], cwd=run, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    got = {call["result_names"][k]: float(v) for k, v in json.loads(done.stdout).items()}
+    assert {k: got[k] for k in COMPARED} == {k: want[k] for k in COMPARED}
+    assert want["fid"] > 0 and want["kid_mean"] != 0  # real numbers, not a degenerate all-zero comparison
