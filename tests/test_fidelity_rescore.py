@@ -173,8 +173,11 @@ def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_p
 
     Exact, not approximate: the PNGs decode to the uint8 RGB images eval passed (grey repeated to 3 channels,
     sorted names = eval's order), the command names the same extractor and weights file, batch size (64: every
-    set is one batch), KID subsets, subset size and seed, and both processes run torch and numpy on one thread,
-    so the features, statistics and KID subsets are the same floating-point computation.
+    set is one batch), KID subsets, subset size and seed, and both processes run torch and the BLAS under numpy
+    and scipy (the covariances, FID's matrix square root) on one thread -- here through threadpoolctl, since
+    this process's BLAS pool is already started -- so the features, statistics and KID subsets are the same
+    floating-point computation. (With another thread count the BLAS sums change order, and the square root of
+    the rank-deficient covariance magnifies that: FID moved by 2e-9 relative in a run with 2 BLAS threads.)
     Kept small for Inception at 299 x 299 on a CPU: forgetting classes 0-8 leaves class 9 kept, so the sets are
     the 2 samples of class 9 and the ~30 test images of 9."""
     weights = _random_inception_weights(tmp_path / "inception.pth", monkeypatch)
@@ -184,7 +187,10 @@ def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_p
         *("--set", "fidelity.feature_extractor=inception", "--set", f"fidelity.inception_weights={weights}"),
         *("--set", "fidelity.real_split=test", "--set", "fidelity.kid_subsets=5"),
     ]
-    assert cli("eval", run, *args, "--save-samples").exit_code == 0
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        assert cli("eval", run, *args, "--save-samples").exit_code == 0
     data = json.loads((run / METRICS_FILE).read_text())
     entry = data["saved_samples"]["fidelity"]["model"]
     call, want = entry["torch_fidelity"], data["results"]["model"]["fidelity"]
@@ -195,7 +201,8 @@ def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_p
     assert (want["n_generated"], want["kid_subset_size"]) == (2, 2) and 2 < want["n_real"] < 60
 
     plain = Path(sys.executable).parent / "fidelity"  # torch-fidelity's console script, nothing of unlearnctl's
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
     done = subprocess.run(
         [str(plain), *call["command"][1:]], cwd=run, env=env, capture_output=True, text=True, timeout=300
     )
