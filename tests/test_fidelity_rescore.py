@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from digits_study import tiny_digits_study
+from threadpoolctl import threadpool_limits
 
 from unlearnctl.fidelity import (
     INCEPTION_EXTRACTOR,
@@ -33,6 +34,11 @@ ARGS = ["-n", 3, "--steps", 2, "--metrics", "fidelity", "--set", "fidelity.kid_s
 COMPARED = ("fid", "kid_mean", "kid_std", "precision", "recall", "f_score")
 
 
+#: a re-scoring process computes as this one does under ``threadpool_limits(1)``: torch and the BLAS under
+#: numpy/scipy on one thread (the BLAS sums, FID's matrix square root above all, depend on the thread count)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict:
     """A tiny 10-class model (naming a judge) unlearned for one step, evaluated with ``--save-samples``."""
@@ -42,9 +48,10 @@ def saved(tmp_path_factory) -> dict:
 
     paths = tiny_digits_study(tmp_path_factory.mktemp("rescore"))
     root, run = paths["root"], paths["run"]
-    result = CliRunner().invoke(
-        app, ["eval", str(run), *map(str, ARGS), "--save-samples"], env={"COLUMNS": "200"}, catch_exceptions=False
-    )
+    with threadpool_limits(limits=1):  # the BLAS on one thread, as in the re-scoring processes (below)
+        result = CliRunner().invoke(
+            app, ["eval", str(run), *map(str, ARGS), "--save-samples"], env={"COLUMNS": "200"}, catch_exceptions=False
+        )
     assert result.exit_code == 0, result.output
     return {"run": run, "judge": root / "judge", "data": json.loads((run / METRICS_FILE).read_text())}
 
@@ -80,7 +87,8 @@ def test_calculate_metrics_with_the_recorded_kwargs_gives_evals_numbers(saved, m
     data = saved["data"]
     for role, entry in data["saved_samples"]["fidelity"].items():
         call = entry["torch_fidelity"]
-        raw = torch_fidelity.calculate_metrics(**call["kwargs"])
+        with threadpool_limits(limits=1):
+            raw = torch_fidelity.calculate_metrics(**call["kwargs"])
         got = {call["result_names"][k]: float(v) for k, v in raw.items()}
         want = data["results"][role]["fidelity"]
         assert {k: got[k] for k in COMPARED} == {k: want[k] for k in COMPARED}, role
@@ -90,7 +98,7 @@ def test_torch_fidelitys_command_line_gives_evals_numbers(saved):
     """The recorded command: torch-fidelity's own ``main()`` (its parser, its calculate_metrics) with the judge
     extractor registered; the plain ``fidelity`` script does not know that extractor and refuses it."""
     data = saved["data"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, **ONE_THREAD, "CUDA_VISIBLE_DEVICES": ""}
     entry = data["saved_samples"]["fidelity"]["model"]
     command = entry["torch_fidelity"]["command"]
     assert command[:3] == ["python", "-m", "unlearnctl.commands.eval_record"]
@@ -187,8 +195,6 @@ def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_p
         *("--set", "fidelity.feature_extractor=inception", "--set", f"fidelity.inception_weights={weights}"),
         *("--set", "fidelity.real_split=test", "--set", "fidelity.kid_subsets=5"),
     ]
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=1):
         assert cli("eval", run, *args, "--save-samples").exit_code == 0
     data = json.loads((run / METRICS_FILE).read_text())
@@ -201,8 +207,7 @@ def test_plain_fidelity_on_the_saved_inception_folders_gives_evals_numbers(tmp_p
     assert (want["n_generated"], want["kid_subset_size"]) == (2, 2) and 2 < want["n_real"] < 60
 
     plain = Path(sys.executable).parent / "fidelity"  # torch-fidelity's console script, nothing of unlearnctl's
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env["CUDA_VISIBLE_DEVICES"] = ""
+    env = {**os.environ, **ONE_THREAD, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
         [str(plain), *call["command"][1:]], cwd=run, env=env, capture_output=True, text=True, timeout=300
     )
