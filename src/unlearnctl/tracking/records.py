@@ -14,7 +14,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,23 @@ class TrackingFailed(RuntimeError):
 
     Raised from a lifecycle hook, it becomes unlearnctl's one ``warning: plugin '...' failed in ...`` line.
     """
+
+
+@contextmanager
+def failures(describe: Callable[[Exception], str], on_failure: Callable[[], None] | None = None) -> Iterator[None]:
+    """Turn any error of a tracker's library inside the block into one :class:`TrackingFailed` with the message
+    ``describe(error)``; a :class:`TrackingFailed` raised inside passes through. ``on_failure`` runs first
+    either way (a tracker marks itself broken there)."""
+    try:
+        yield
+    except TrackingFailed:
+        if on_failure is not None:
+            on_failure()
+        raise
+    except Exception as exc:
+        if on_failure is not None:
+            on_failure()
+        raise TrackingFailed(describe(exc)) from exc
 
 
 # --- the opt-in rule -----------------------------------------------------------------------------------

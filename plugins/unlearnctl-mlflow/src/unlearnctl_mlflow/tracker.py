@@ -15,7 +15,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -47,19 +47,9 @@ def tracking_uri() -> str:
     return str(mlflow.get_tracking_uri())
 
 
-@contextmanager
-def failures(uri: str, what: str, on_failure: Any = None) -> Iterator[None]:
+def failures(uri: str, what: str, on_failure: Any = None) -> AbstractContextManager[None]:
     """Turn any error of MLflow into one :class:`TrackingFailed` naming the tracking URI."""
-    try:
-        yield
-    except TrackingFailed:
-        if on_failure is not None:
-            on_failure()
-        raise
-    except Exception as exc:
-        if on_failure is not None:
-            on_failure()
-        raise TrackingFailed(f"MLflow at '{rec.safe_uri(uri)}' failed to {what} ({hint(exc, uri)})") from exc
+    return rec.failures(lambda exc: f"MLflow at '{rec.safe_uri(uri)}' failed to {what} ({hint(exc, uri)})", on_failure)
 
 
 def hint(exc: BaseException, uri: str) -> str:

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import string
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -72,19 +72,9 @@ def _has_key() -> bool:
         return False
 
 
-@contextmanager
-def failures(what: str, on_failure: Any = None) -> Iterator[None]:
+def failures(what: str, on_failure: Any = None) -> AbstractContextManager[None]:
     """Turn any error of wandb into one :class:`TrackingFailed`."""
-    try:
-        yield
-    except TrackingFailed:
-        if on_failure is not None:
-            on_failure()
-        raise
-    except Exception as exc:
-        if on_failure is not None:
-            on_failure()
-        raise TrackingFailed(f"W&B failed to {what} ({hint(exc)})") from exc
+    return rec.failures(lambda exc: f"W&B failed to {what} ({hint(exc)})", on_failure)
 
 
 def hint(exc: BaseException) -> str:
