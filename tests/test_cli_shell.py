@@ -329,18 +329,23 @@ def test_out_set_and_threads_share_their_flags_and_wording():
     from unlearnctl.cli.options import OUT_RULE
 
     outs = _commands_with("--out")
-    assert set(outs) == {"forget", "eval", "audit", "sample", "train", "train-judge", "replay", "report"}
+    assert set(outs) == {
+        "forget", "eval", "audit", "sample", "train", "train-judge", "replay", "report", "noise-floor", "sweep"
+    }  # fmt: skip
     assert all(sorted(p.opts) == ["--out", "-o"] for p in outs.values())
-    # eval and audit write into a run folder; report writes one file, replaced only with --overwrite
-    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name not in ("eval", "audit", "report"))
-    assert "never overwritten unless --overwrite" in (outs["report"].help or "")
+    # eval and audit write into a run folder; report and noise-floor write one file, replaced only with
+    # --overwrite; sweep resumes its own study folder
+    files = ("report", "noise-floor")
+    assert all(OUT_RULE in (p.help or "") for name, p in outs.items() if name not in ("eval", "audit", "sweep", *files))
+    assert all("never overwritten unless --overwrite" in (outs[name].help or "") for name in files)
+    assert "resumed when it holds a study" in (outs["sweep"].help or "")
     assert "never overwritten" in (outs["audit"].help or "") and "audit.json" in (outs["audit"].help or "")
     assert "metrics.json" in (outs["eval"].help or "")
     sets = _commands_with("--set")
     assert set(sets) == {"forget", "eval", "audit", "train"}
     assert all(sorted(p.opts) == ["--set", "-s"] and (p.help or "").endswith("; repeatable.") for p in sets.values())
     threads = _commands_with("--threads")
-    assert set(threads) == {"forget", "eval", "audit"}
+    assert set(threads) == {"forget", "eval", "audit", "noise-floor"}
     assert all("1 is fastest when other jobs share the cores" in (p.help or "") for p in threads.values())
 
 

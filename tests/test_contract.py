@@ -75,7 +75,9 @@ def test_defaults_do_nothing_or_read_the_steps_option() -> None:
     assert Metric.needs_samples == ("forget", "kept") and Metric.default is False
     assert Metric().prepare(make_eval_context(model, judge=None)) is None
     defaults = {i.name: i.cls.default for i in get_registry().all("metric")}
-    assert defaults == {"forgetting": True, "kept": True, "fidelity": True, "membership": True}
+    assert defaults == {
+        "forgetting": True, "kept": True, "fidelity": True, "membership": True, "retrain-distance": False
+    }  # fmt: skip
 
 
 ROUNDS_PLUGIN = '''

@@ -4,7 +4,7 @@ This module is the public API: plugins (the built-in ones included) import only 
 (``from unlearnctl import ...``; see ``docs/plugins.md``). Everything in ``__all__`` is stable:
 
 - components to subclass: :class:`Dataset`, :class:`Selector`, :class:`Method`, :class:`ModelPreset`,
-  :class:`Metric`, :class:`Attack`, with their nested :class:`Options`;
+  :class:`Metric`, :class:`Attack`, :class:`Executor`, with their nested :class:`Options`;
 - what components receive: :class:`UnlearnRun` (a method's ``unlearn(run)``), :class:`EvalContext` (a
   metric's ``compute(ctx)``), :class:`AuditContext` (an attack's ``run(ctx)``), :class:`DiffusionModel`,
   :class:`ImageSet` and :class:`ForgetSplit`;
@@ -47,7 +47,18 @@ from .paths import dataset_folder
 if TYPE_CHECKING:  # what type checkers see; at run time these come from __getattr__
     __version__: str
     from . import diffusion, tracking
-    from .components import Attack, Component, Dataset, Method, Metric, ModelPreset, Options, Selector
+    from .cells import CellOutcome, CellTask, run_cell
+    from .components import (
+        Attack,
+        Component,
+        Dataset,
+        Executor,
+        Method,
+        Metric,
+        ModelPreset,
+        Options,
+        Selector,
+    )
     from .contexts.audit import AuditContext
     from .contexts.evaluation import EvalContext
     from .contexts.study import SamplingProtocol
@@ -75,6 +86,10 @@ _LAZY: dict[str, str] = {
     "diffusion": "",
     "tracking": "",
     "Attack": "components",
+    "CellOutcome": "cells",
+    "CellTask": "cells",
+    "run_cell": "cells",
+    "Executor": "components",
     "Component": "components",
     "Dataset": "components",
     "Method": "components",
@@ -127,6 +142,8 @@ __all__ = [
     "ArrayImageSet",
     "Attack",
     "AuditContext",
+    "CellOutcome",
+    "CellTask",
     "ColumnMetadata",
     "Component",
     "DataWarning",
@@ -134,6 +151,7 @@ __all__ = [
     "DiffusionModel",
     "DuplicateComponentError",
     "EvalContext",
+    "Executor",
     "ExitCode",
     "FeatureExtractor",
     "FileImageSet",
@@ -177,6 +195,7 @@ __all__ = [
     "list_images",
     "load_hub_model",
     "load_model_folder",
+    "run_cell",
     "split_forget",
     "state_sha256",
     "tracking",

@@ -1,4 +1,4 @@
-"""Base classes of the six kinds of component: dataset, selector, method, model, metric, attack.
+"""Base classes of the seven kinds of component: dataset, selector, method, model, metric, attack, executor.
 
 A component is a small class with a unique ``name``, a docstring whose first line is its
 description, a nested pydantic ``Options`` model (unknown keys forbidden) and one method to
@@ -24,6 +24,9 @@ from .kinds import Kind as Kind
 
 if TYPE_CHECKING:
     # contexts import this module: their types are for annotations only
+    from concurrent.futures import Future
+
+    from .cells import CellOutcome, CellTask
     from .contexts.audit import AuditContext
     from .contexts.evaluation import EvalContext
     from .contexts.unlearn import UnlearnRun
@@ -231,6 +234,48 @@ class Attack(Component):
         raise NotImplementedError
 
 
+class Executor(Component):
+    """Runs the cells of a study for ``unlearnctl sweep`` (``--executor NAME``): where, not what.
+
+    A cell is a :class:`unlearnctl.CellTask` (a few ``unlearnctl`` commands and the folder they run in);
+    an executor runs it somewhere with :func:`unlearnctl.run_cell` and hands back its
+    :class:`unlearnctl.CellOutcome` through a :class:`concurrent.futures.Future`. ``sweep`` decides what
+    runs and when (it never has more than ``jobs`` cells submitted at once), records every outcome in the
+    study's index and resumes what was cut short; the executor only runs what it is given.
+
+    The cells write into the study folder, so every machine that runs one must see that folder at the same
+    path (one machine, or a shared file system).
+    """
+
+    kind = "executor"
+
+    def start(self, jobs: int | None) -> int:
+        """Get ready to run cells; return how many ``sweep`` may keep submitted at once.
+
+        ``jobs``: ``--jobs`` (None: not given; choose from what the executor has, e.g. one per machine
+        or per cluster CPU). Called once, before the first :meth:`submit`.
+        """
+        raise NotImplementedError
+
+    def threads_per_cell(self, jobs: int) -> int | None:
+        """CPU threads each cell's commands get (``CellTask.threads``) when ``jobs`` run at once; None:
+        leave it to the machine that runs it. The default: None."""
+        return None
+
+    def submit(self, task: CellTask) -> Future[CellOutcome]:
+        """Start ``task`` (with :func:`unlearnctl.run_cell` wherever it runs) and return its future."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every running cell as ``run_cell``'s ``cancel`` does (SIGTERM: a ``forget`` checkpoints) and
+        drop the ones not started; return when they have ended. Their futures then hold cancelled outcomes
+        (or are cancelled). Called on Ctrl-C or SIGTERM of ``sweep``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what :meth:`start` took (threads, a cluster connection). Called once, last."""
+
+
 BASE_FOR_KIND: dict[str, type[Component]] = {
     "dataset": Dataset,
     "selector": Selector,
@@ -238,4 +283,5 @@ BASE_FOR_KIND: dict[str, type[Component]] = {
     "model": ModelPreset,
     "metric": Metric,
     "attack": Attack,
+    "executor": Executor,
 }

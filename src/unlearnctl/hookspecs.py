@@ -96,6 +96,16 @@ def register_attacks(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register executors for ``unlearnctl sweep`` (subclasses of :class:`unlearnctl.Executor`).
+
+    :param register: call ``register(MyExecutor)`` once per executor class.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def run_started(run: RunInfo) -> None:
     """Called once when a run starts, before its first step: ``forget``, ``replay``, ``train``,
     ``train-judge``, ``eval``, ``audit`` and ``sample`` fire it (see ``docs/plugins.md``, "Listening to runs").

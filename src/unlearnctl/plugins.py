@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "unlearnctl.builtin.methods",
     "unlearnctl.builtin.metrics",
     "unlearnctl.builtin.attacks.plugin",
+    "unlearnctl.builtin.executors",
 )
 
 Stage = Literal["import", "register", "component"]

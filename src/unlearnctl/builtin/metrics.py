@@ -10,16 +10,20 @@ so each metric's value is the same alone as next to the others.
 - ``kept``: does it still produce the other classes? (judge on their samples)
 - ``fidelity``: FID, KID, precision/recall of the kept classes' samples against real images (torch-fidelity)
 - ``membership``: can a loss-based membership-inference attack still tell the forget set from held-out images?
+- ``retrain-distance`` (:mod:`unlearnctl.builtin.gold_metric`; with ``eval --retrain``): how far the model lands
+  from a model retrained without the forget set
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from unlearnctl import Metric, Options, UsageError, hookimpl
+
+from .gold_metric import RetrainDistance
+from .metric_parts import ExtractorOptions, cached_extractor, unconditional_predictions
 
 if TYPE_CHECKING:
     import torch
@@ -42,21 +46,6 @@ def judge_stats(judge: Any, images: torch.Tensor, target: int) -> dict[str, floa
         "mean_entropy": out["mean_entropy"][target],
         "samples": len(images),
     }
-
-
-def unconditional_predictions(ctx: Any, metric: str) -> torch.Tensor:
-    """The judge's most likely class for each unconditional sample of ``ctx``'s model (on the CPU).
-
-    Judged once per model and kept in ``ctx.cache``: forgetting, kept and fidelity all read it.
-    """
-    import torch
-
-    key = f"judge:unconditional-predictions:{ctx.role}"
-    if key not in ctx.cache:
-        judge = ctx.require_judge(metric)
-        with torch.no_grad():
-            ctx.cache[key] = judge.predict_proba(ctx.samples(None)).argmax(1).cpu()
-    return ctx.cache[key]
 
 
 def class_shares(ctx: Any, metric: str) -> dict[int, float]:
@@ -160,18 +149,7 @@ class Fidelity(Metric):
     default = True
     needs_samples: ClassVar[tuple[str, ...]] = ("kept",)
 
-    class Options(Options):
-        feature_extractor: Literal["auto", "judge", "inception"] = Field(
-            "auto", description="features for FID/KID/PR: auto = judge if there is one, else inception"
-        )
-        inception_weights: Path | None = Field(
-            None,
-            description="local Inception weights (torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
-            "a pickle: pass only a trusted file",
-        )
-        inception_sha256: str | None = Field(
-            None, description="refuse the Inception weights unless their sha256 is this"
-        )
+    class Options(ExtractorOptions):
         real_split: Literal["train", "test"] = Field("train", description="split of the real images")
         unconditional_set: Literal["kept", "all"] = Field(
             "kept",
@@ -183,22 +161,7 @@ class Fidelity(Metric):
         prc_neighborhood: int = Field(3, ge=1, description="precision/recall: k of the k-NN radius")
 
     def _extractor(self, ctx: Any) -> Any:
-        from unlearnctl import FeatureExtractor
-
-        key = f"fidelity:extractor:{self.options.feature_extractor}:{self.options.inception_weights}"
-        if key not in ctx.cache:
-            kind = self.options.feature_extractor
-            if kind == "auto":
-                kind = "judge" if ctx.judge is not None else "inception"
-            if kind == "judge":
-                judge = ctx.require_judge(self.name)
-                extractor = FeatureExtractor.from_judge(
-                    judge, source=ctx.judge_source, feature_dim=int(getattr(judge, "feature_dim", 0)) or None
-                )
-            else:
-                extractor = FeatureExtractor.inception(self.options.inception_weights, self.options.inception_sha256)
-            ctx.cache[key] = extractor
-        return ctx.cache[key]
+        return cached_extractor(ctx, self.name, self.options)
 
     def prepare(self, ctx: Any) -> None:
         if ctx.kept_classes:
@@ -417,3 +380,4 @@ def register_metrics(register) -> None:
     register(Kept)
     register(Fidelity)
     register(Membership)
+    register(RetrainDistance)

@@ -13,11 +13,13 @@ from .common import OneLineErrorsGroup
 COMMAND_MODULES: tuple[str, ...] = (
     "forget_cmd",
     "eval_cmd",
+    "noise_floor_cmd",
     "audit_cmd",
     "sample_cmd",
     "train_cmd",
     "runs_cmd",
     "judge_cmd",
+    "sweep_cmd",
     "compare_cmd",
     "report_cmd",
     "replay_cmd",

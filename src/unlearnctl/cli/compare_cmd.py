@@ -1,4 +1,5 @@
-"""``unlearnctl compare RUN RUN ...``: one table of runs side by side and a forgetting-vs-FID plot."""
+"""``unlearnctl compare RUN RUN ...``: one table of runs side by side and a forgetting-vs-FID plot; and
+``unlearnctl compare STUDY``: a study's groups with confidence intervals (rendering in :mod:`.study_tables`)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,46 @@ def render(
     return table
 
 
+def _compare_study(
+    study: Path,
+    plot: Path,
+    no_plot: bool,
+    overwrite: bool,
+    interval: str | None,
+    level: float | None,
+    x_metric: str | None,
+    json_output: bool,
+) -> None:
+    """``compare STUDY``: aggregate, plot, then print JSON or the tables."""
+    from ..commands.intervals import INTERVAL_METHODS
+    from ..commands.study_compare import compare_study
+    from ..commands.study_plot import study_plot
+    from ..errors import UsageError
+    from ..rundir import check_new_file
+    from .study_tables import print_study
+
+    method = interval or "t"
+    if method not in INTERVAL_METHODS:
+        raise UsageError(f"--interval must be one of {', '.join(INTERVAL_METHODS)}, got {method!r}")
+    if not no_plot:
+        check_new_file(plot, overwrite, "--plot")
+    result = compare_study(
+        study,
+        method=method,
+        level=0.95 if level is None else level,
+        x_metric=x_metric or "recognition_rate",
+    )
+    plot_path = None if no_plot else study_plot(result, plot, overwrite=overwrite)
+    if json_output:
+        print_json({**result.to_dict(), "plot": str(plot_path) if plot_path else None})
+        return
+    for warning in result.warnings:
+        print_warning(warning)
+    print_study(console, result)
+    if plot_path is not None:
+        console.print(f"wrote {escape(str(plot_path))}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``compare`` to the ``unlearnctl`` app."""
 
@@ -95,7 +136,11 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[
             list[Path],
             typer.Argument(
-                metavar="RUN...", help="Run folders, each evaluated with `unlearnctl eval RUN`.", show_default=False
+                metavar="RUN...",
+                help=(
+                    "Run folders, each evaluated with `unlearnctl eval RUN`; or one study folder (`unlearnctl sweep`)."
+                ),
+                show_default=False,
             ),
         ],
         plot: Annotated[
@@ -105,14 +150,45 @@ def register(app: typer.Typer) -> None:
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing plot file.")] = False,
         no_verify: NoVerifyFlag = False,
+        interval: Annotated[
+            str | None,
+            typer.Option(
+                "--interval",
+                help="Study only: confidence interval of the means, t (Student t) or bootstrap (percentile).",
+                show_default="t",
+            ),
+        ] = None,
+        level: Annotated[
+            float | None,
+            typer.Option("--level", help="Study only: confidence level of the intervals.", show_default="0.95"),
+        ] = None,
+        x_metric: Annotated[
+            str | None,
+            typer.Option(
+                "--x",
+                help="Study only: the plot's x metric: recognition_rate, mia_auc, recognition_gap or fid_to_retrain.",
+                show_default="recognition_rate",
+            ),
+        ] = None,
         json_output: JsonFlag = False,
     ) -> None:
         """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps; with
         `unlearnctl audit`, each attack's headline number) and a trade-off plot: forgotten-class recognition
-        rate against FID of the kept classes, one point per run plus the base model."""
+        rate against FID of the kept classes, one point per run plus the base model.
+
+        Given one study folder (with a study.json, from `unlearnctl sweep`): per group of cells (method and
+        options) each metric's mean and confidence interval over forget sets and seeds, per-forget-set tables,
+        the noise floor, and a trade-off plot with error bars and the non-dominated front."""
         from ..commands.compare import compare, trade_off_plot
+        from ..commands.study_compare import is_study
         from ..errors import UsageError
 
+        if len(runs) == 1 and is_study(runs[0]):
+            _compare_study(runs[0], plot, no_plot, overwrite, interval, level, x_metric, json_output)
+            return
+        given = [flag for flag, value in (("--interval", interval), ("--level", level), ("--x", x_metric)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to a study folder only: pass one folder holding a study.json")
         if not no_plot and plot.exists() and not overwrite:
             raise UsageError(f"'{plot}' already exists: pass --overwrite to replace it, or choose another --plot")
         result = compare(runs, load_registry())

@@ -73,6 +73,31 @@ def check_sampler(sampler: str) -> None:
 
 #: must equal ``unlearnctl.contexts.study.DEFAULT_SAMPLES_PER_CLASS`` (kept here so --help needs no torch import)
 DEFAULT_SAMPLES_PER_CLASS = 50
+#: ``num_samples: NumSamplesOption = None`` (eval and noise-floor: the same protocol)
+NumSamplesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--num-samples",
+        "-n",
+        help="Samples per class (unconditional models: times the number of classes). "
+        f"Default {DEFAULT_SAMPLES_PER_CLASS}.",
+        show_default=False,
+    ),
+]
+#: ``dataset: RealDatasetOption = None``
+RealDatasetOption = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Dataset of real images (default: the run's, or the model's).", show_default=False),
+]
+#: ``batch_size: SampleBatchOption = 256``
+SampleBatchOption = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        help="Images per forward pass when sampling; under a launcher, the unit of work each process takes "
+        "(docs/scaling.md).",
+    ),
+]
 
 #: table rows: (metric, key) in order, with a readable label; other numeric top-level keys follow
 HEADLINES: dict[str, list[tuple[str, str]]] = {
@@ -96,6 +121,12 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
     "membership": [
         ("auc", "membership-inference AUC (0.5 = unseen)"),
         ("tpr_at_fpr", "MIA true-positive rate at low FPR"),
+    ],
+    "retrain-distance": [
+        ("fid", "FID to the retrained model, kept classes"),
+        ("recognition_gap", "recognition gap to retrained (all classes)"),
+        ("kept_gap", "recognition gap, kept classes"),
+        ("forgotten_gap", "recognition gap, forgotten classes"),
     ],
 }
 
@@ -178,6 +209,9 @@ def protocol_line(payload: dict[str, Any]) -> str:
         f"weights: {payload['model']['weights']}"
         + (f" vs. {payload['reference']['weights']}" if payload.get("reference") else ""),
     ]
+    retrain = payload.get("retrain")
+    if retrain:
+        parts.append(f"retrained (gold standard): {retrain['spec']}")
     if fe:
         parts.append(f"FID features: {fe.get('kind')}")
     ref_set = p.get("reference_set")
@@ -222,32 +256,29 @@ def register(app: typer.Typer) -> None:
                 "--against", help="Reference model to compare with (default: the run's base model).", show_default=False
             ),
         ] = None,
-        num_samples: Annotated[
-            int | None,
+        retrain: Annotated[
+            str | None,
             typer.Option(
-                "--num-samples",
-                "-n",
-                help="Samples per class (unconditional models: times the number "
-                f"of classes). Default {DEFAULT_SAMPLES_PER_CLASS}.",
+                "--retrain",
+                help="The gold standard: a model retrained without the forget set (a `forget --method retrain` "
+                "run folder, or a model). Adds the retrain-distance metric (unless --metrics is given): how far "
+                "the model and its reference land from it, sampled with the same noise (docs/eval.md).",
                 show_default=False,
             ),
         ] = None,
+        num_samples: NumSamplesOption = None,
         metrics: Annotated[
             str | None,
             typer.Option(
                 "--metrics",
                 help="Comma-separated metric names (see `unlearnctl list metrics`). "
-                "Default: the metrics marked default (built-in: forgetting,kept,fidelity,membership).",
+                "Default: the metrics marked default (built-in: forgetting,kept,fidelity,membership), "
+                "plus retrain-distance with --retrain.",
                 show_default=False,
             ),
         ] = None,
         classes: ClassesOption = None,
-        dataset: Annotated[
-            str | None,
-            typer.Option(
-                "--dataset", help="Dataset of real images (default: the run's, or the model's).", show_default=False
-            ),
-        ] = None,
+        dataset: RealDatasetOption = None,
         data_dir: DataDirOption = None,
         data_options: DataOptions = None,
         judge: JudgeOption = None,
@@ -255,14 +286,7 @@ def register(app: typer.Typer) -> None:
         steps: SamplerStepsOption = 50,
         guidance: GuidanceOption = 2.0,
         eta: EtaOption = 0.0,
-        batch_size: Annotated[
-            int,
-            typer.Option(
-                "--batch-size",
-                help="Images per forward pass when sampling; under a launcher, the unit of work each process "
-                "takes (docs/scaling.md).",
-            ),
-        ] = 256,
+        batch_size: SampleBatchOption = 256,
         seed: SeedOption = 0,
         device: DeviceOption = "auto",
         channels_last: ChannelsLastFlag = False,
@@ -308,6 +332,7 @@ def register(app: typer.Typer) -> None:
         request = EvalRequest(
             target=target or "",
             against=against,
+            retrain=retrain,
             classes=classes,
             dataset=dataset,
             data_dir=data_dir,

@@ -154,6 +154,29 @@ ConfigFormatOption = Annotated[
 ]
 
 
+#: ``noise-floor --out``: a JSON file, never overwritten unless --overwrite (docs/noise-floor.md)
+JsonFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="The JSON file to write; an existing file is never overwritten unless --overwrite is given.",
+        show_default=False,
+    ),
+]
+
+#: ``sweep --out``: the study folder, created, or resumed when it holds a study of unlearnctl's
+StudyOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="The study folder (default: studies/<spec name>): created, or resumed when it holds a study; any "
+        "other existing folder is refused before any work (unlearnctl never writes into a folder it did not create).",
+        show_default=False,
+    ),
+]
+
 # --- output --------------------------------------------------------------------------------------------
 
 #: ``json_output: JsonFlag = False``: the ``--json`` flag of commands that report results

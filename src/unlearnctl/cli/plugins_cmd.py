@@ -252,6 +252,8 @@ _SET_HINTS = {
     "dataset": "--data-option KEY=VALUE on forget, eval, train and train-judge",
     "selector": "unlearnctl forget --forget {name}:ARGS (the selector reads its options from ARGS)",
     "model": "the Python API (a hub model's revision: --model owner/name@REVISION)",
+    "executor": "unlearnctl sweep SPEC --executor {name} --executor-option KEY=VALUE (or the spec's executor table: "
+    'name = "{name}", options = {{...}})',
 }
 
 

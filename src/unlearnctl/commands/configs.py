@@ -73,7 +73,7 @@ TRAIN_SPEC = ConfigSpec(
 EVAL_SPEC = ConfigSpec(
     "eval",
     (
-        "target", "against", "classes", "dataset", "data_dir", "data_options", "metrics", "judge",
+        "target", "against", "retrain", "classes", "dataset", "data_dir", "data_options", "metrics", "judge",
         "num_samples", "sampler", "steps", "guidance", "eta", "seed", "batch_size", "channels_last", "compile",
         "device", "threads", "out", "overwrite",
     ),

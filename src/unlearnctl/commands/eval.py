@@ -6,6 +6,11 @@ the run started from, or ``--against``) side by side under one protocol. Every m
 Everything the protocol consists of, and what sampling cost, goes into ``metrics.json``
 (:mod:`unlearnctl.commands.eval_record`); see ``docs/eval.md`` for the file format. Preparing the models,
 the classes, the data set and the judge is shared with ``audit`` (:mod:`unlearnctl.commands.study`).
+
+``--retrain`` names the *gold standard*, a model retrained from scratch without the forget set: it is
+sampled under the same protocol (its context is ``EvalContext.retrain`` of both the model's and the
+reference's contexts), and the metrics that declare ``requires_retrain`` (built-in: ``retrain-distance``)
+measure how far each model lands from it.
 """
 
 from __future__ import annotations
@@ -45,10 +50,22 @@ from .study import (
 )
 
 
-def default_metrics(registry: Any) -> list[str]:
+def default_metrics(registry: Any, retrain: bool = False) -> list[str]:
     """The metrics ``eval`` computes without ``--metrics``: those with ``Metric.default`` set, in
-    registration order (built-ins first: forgetting, kept, fidelity, membership; then plugins')."""
-    return [name for name, info in registry.components["metric"].items() if info.cls.default]
+    registration order (built-ins first: forgetting, kept, fidelity, membership; then plugins'); with
+    ``--retrain`` (``retrain``), also those that need the retrain model (:func:`requires_retrain`)."""
+    return [
+        name
+        for name, info in registry.components["metric"].items()
+        if info.cls.default or (retrain and requires_retrain(info.cls))
+    ]
+
+
+def requires_retrain(metric_cls: type) -> bool:
+    """Whether a metric compares with the retrained model of ``--retrain`` (its class sets
+    ``requires_retrain = True``, as the built-in ``retrain-distance`` does): ``eval --retrain`` adds it to
+    the default metrics, and naming it without ``--retrain`` is refused."""
+    return bool(getattr(metric_cls, "requires_retrain", False))
 
 
 # --- eval ---------------------------------------------------------------------------------------------
@@ -61,6 +78,9 @@ class EvalRequest:
     #: the run folder or model to evaluate (required: here, or in the config file's [eval] table)
     target: str = ""
     against: str | None = None
+    #: ``--retrain``: the gold standard, a model retrained without the forget set (a run folder or a model
+    #: spec, resolved like ``against``); adds the metrics that need it (``retrain-distance``)
+    retrain: str | None = None
     classes: str | None = None
     dataset: str | None = None
     #: ``--data-dir``: the folder of the dataset's files (None: the run's recorded one, else the default)
@@ -112,6 +132,8 @@ class PreparedEval:
     notes: list[str]
     #: the processes' device (resolved from ``--device``)
     device: torch.device | None = None
+    #: ``--retrain``: the model retrained without the forget set, or None
+    retrain: EvalModel | None = None
 
 
 @dataclass
@@ -145,12 +167,21 @@ def check_request(req: EvalRequest) -> tuple[Path | None, torch.device]:
 def select_metrics(req: EvalRequest, registry: Any, options: dict[str, Any] | None = None) -> list[Any]:
     """The metrics to compute with their options: ``--metrics``; each metric's defaults < its table in the
     config file (``options``: ``{metric: {key: value}}``) < ``--set METRIC.KEY=VALUE``. An unknown name or
-    option fails here, before anything loads; a table for a metric not computed is not used."""
-    names = [m.strip() for m in (req.metrics or default_metrics(registry)) if m.strip()]
+    option fails here, before anything loads; a table for a metric not computed is not used.
+
+    With ``--retrain`` and no ``--metrics`` (nor ``metrics`` in the config file), the default metrics
+    include those that need the retrain model (``retrain-distance``); an explicit list is taken as given.
+    A metric that needs the retrain model, named without ``--retrain``, is refused."""
+    chosen = req.metrics or default_metrics(registry, retrain=bool(req.retrain))
+    names = [m.strip() for m in chosen if m.strip()]
     if not names:
         raise UsageError("--metrics is empty: name at least one metric (see `unlearnctl list metrics`)")
     for name in names:
-        registry.get("metric", name)  # UnknownComponentError with "did you mean"
+        cls = registry.get("metric", name).cls  # UnknownComponentError with "did you mean"
+        if not req.retrain and requires_retrain(cls):
+            raise UsageError(
+                f"metric '{name}' compares with a model retrained without the forget set: pass --retrain RUN_OR_MODEL"
+            )
     tables = dict(options or {})
     for name, table in tables.items():
         registry.get("metric", name)
@@ -210,7 +241,11 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
     if ref_spec is not None:
         reference = open_eval_model(ref_spec, registry)
         notes += check_reference(req.target, subject, reference, explicit=bool(req.against))
-    others = [reference] if reference is not None else []
+    retrain = None
+    if req.retrain:
+        retrain = open_eval_model(req.retrain, registry)
+        check_reference(req.target, subject, retrain, option="--retrain", explicit=True, what="the retrain model")
+    others = [m for m in (reference, retrain) if m is not None]
     shared, class_notes = study_shared(
         req,
         registry,
@@ -223,7 +258,26 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
         command="eval",
     )
     notes += class_notes
-    return PreparedEval(req, registry, subject, reference, reference_source, metrics, shared, out_dir, notes, device)
+    if retrain is not None:
+        notes += retrain_notes(retrain, shared.forget_classes)
+    return PreparedEval(
+        req, registry, subject, reference, reference_source, metrics, shared, out_dir, notes, device, retrain
+    )
+
+
+def retrain_notes(retrain: EvalModel, forget_classes: Sequence[int]) -> list[str]:
+    """A note when the retrain model is a run whose manifest records other forgotten classes than those
+    evaluated (it was retrained without another forget set; a plain model folder records none)."""
+    manifest = retrain.manifest
+    recorded = manifest.forget if manifest is not None else None
+    if recorded is None or not recorded.forget_classes:
+        return []
+    if sorted(recorded.forget_classes) == sorted(forget_classes):
+        return []
+    return [
+        f"the retrain model '{retrain.spec}' forgot classes {sorted(recorded.forget_classes)}, not the evaluated "
+        f"{sorted(forget_classes)}: it is not the gold standard of this run (check --retrain)"
+    ]
 
 
 def eval_config(p: PreparedEval) -> ResolvedConfig:
@@ -237,6 +291,7 @@ def eval_config(p: PreparedEval) -> ResolvedConfig:
     options = {
         "target": req.target,
         "against": req.against,
+        "retrain": req.retrain,
         "classes": req.classes,
         "dataset": req.dataset,
         "data_dir": str(Path(req.data_dir).expanduser().resolve()) if req.data_dir is not None else None,
@@ -283,11 +338,15 @@ def run_eval(prepared: PreparedEval) -> EvalResult:
     shared.records["processes"] = world.size
     if shared.judge is not None:
         shared.judge.to(shared.device)
-    contexts: dict[str, EvalContext] = {"model": EvalContext("model", p.subject.model, p.subject.spec, shared)}
+    # one retrain context for both roles: its samples are drawn once, and both compare with them
+    retrain = EvalContext("retrain", p.retrain.model, p.retrain.spec, shared) if p.retrain is not None else None
+    contexts: dict[str, EvalContext] = {
+        "model": EvalContext("model", p.subject.model, p.subject.spec, shared, retrain=retrain)
+    }
     if p.reference is not None:
-        contexts["reference"] = EvalContext("reference", p.reference.model, p.reference.spec, shared)
+        contexts["reference"] = EvalContext("reference", p.reference.model, p.reference.spec, shared, retrain=retrain)
     if not world.is_main:
-        serve_sample_requests(contexts)
+        serve_sample_requests({**contexts, **({"retrain": retrain} if retrain is not None else {})})
         return EvalResult({}, None, {}, [], world=world)
     try:
         result = _evaluate_on_main(p, contexts, start)
@@ -363,6 +422,7 @@ def _eval_run(p: PreparedEval, total_steps: int) -> RunInfo:
         total_steps,
         p.request.seed,
         reference=p.reference.spec if p.reference is not None else None,
+        retrain=p.retrain.spec if p.retrain is not None else None,
         metrics={m.name: m.options.model_dump(mode="json") for m in p.metrics},
     )
 

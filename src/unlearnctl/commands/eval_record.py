@@ -78,6 +78,8 @@ class PreparedRecord(Protocol):
     metrics: list[Any]
     shared: EvalShared
     notes: list[str]
+    #: ``eval --retrain``: the model retrained without the forget set, or None
+    retrain: EvalModel | None
 
 
 def describe_model(x: EvalModel) -> dict[str, Any]:
@@ -104,7 +106,10 @@ def metrics_payload(
     delta: dict[str, float],
     wall: float,
 ) -> dict[str, Any]:
-    """The ``metrics.json`` payload (without ``metric_seconds`` and ``files``, which ``run_eval`` adds)."""
+    """The ``metrics.json`` payload (without ``metric_seconds`` and ``files``, which ``run_eval`` adds).
+
+    ``sampling`` has an entry per role of ``contexts`` and, with ``--retrain``, ``retrain`` (its samples,
+    drawn once for both roles) when a metric sampled it."""
     from .. import __version__
 
     reference = None
@@ -119,13 +124,38 @@ def metrics_payload(
         "command": list(p.request.command),
         "model": describe_model(p.subject),
         "reference": reference,
+        "retrain": retrain_record(p),
         "protocol": protocol_record(p.shared, p.metrics),
-        "sampling": {role: ctx.cost.as_dict() for role, ctx in contexts.items()},
+        "sampling": sampling_record(contexts),
         "results": results,
         "delta": delta,
         "notes": list(p.notes),
         "wall_time_s": round(wall, 3),
     }
+
+
+def retrain_record(p: PreparedRecord) -> dict[str, Any] | None:
+    """``metrics.json``'s ``retrain`` entry (``eval --retrain``; None without): the gold-standard model as
+    :func:`describe_model` describes it, where it came from, and the classes its run forgot (its manifest's
+    forget set; None for a model that is not a run folder)."""
+    if p.retrain is None:
+        return None
+    manifest = p.retrain.manifest
+    forgot = manifest.forget if manifest is not None else None
+    return {
+        **describe_model(p.retrain),
+        "source": "--retrain",
+        "forget_classes": list(forgot.forget_classes) if forgot is not None else None,
+    }
+
+
+def sampling_record(contexts: dict[str, EvalContext]) -> dict[str, Any]:
+    """What sampling cost, by role; the retrain model's samples (shared by the roles) under ``retrain``."""
+    out = {role: ctx.cost.as_dict() for role, ctx in contexts.items()}
+    retrain = next((ctx.retrain for ctx in contexts.values() if ctx.retrain is not None), None)
+    if retrain is not None and retrain.cost.images:
+        out["retrain"] = retrain.cost.as_dict()
+    return out
 
 
 def protocol_record(shared: EvalShared, metrics: list[Any]) -> dict[str, Any]:

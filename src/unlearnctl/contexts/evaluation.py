@@ -12,6 +12,11 @@ With several processes (``torchrun``, ``accelerate launch``;
 samples is shared among the processes in whole batches: the main process announces the draw, the others
 (in :func:`serve_sample_requests`) compute their batches, and the main process gathers the images in order.
 The images, and so every metric, are those of one process.
+
+With ``eval --retrain`` a third model joins: the *gold standard*, retrained from scratch without the forget
+set. Its context (role ``"retrain"``) is :attr:`EvalContext.retrain` of both the model's and the
+reference's contexts (one object: its samples are drawn once and shared), sampled under the same protocol
+and noise streams, so that identical models give identical samples.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from ..models.folder import DiffusionModel
 from ..runtime import prepare_module
 from .study import EvalShared, ModelContext, SamplingCost, initial_noise, sample_under
 
-Role = Literal["model", "reference"]
+#: ``"retrain"``: the gold-standard model of ``eval --retrain`` (:attr:`EvalContext.retrain`)
+Role = Literal["model", "reference", "retrain"]
 
 
 class EvalContext(ModelContext):
@@ -44,17 +50,44 @@ class EvalContext(ModelContext):
     - ``ctx.generator(stream)``: a seeded CPU generator, identical for the model and its reference.
     - ``ctx.record(key, value)``: add a protocol entry to ``metrics.json`` (``protocol.<key>``).
     - ``ctx.cache``: a dict shared by both contexts for expensive set-up (a feature extractor...).
+    - ``ctx.retrain``: the gold-standard model's context (``eval --retrain``), or None.
     """
 
-    def __init__(self, role: Role, model: DiffusionModel, spec: str, shared: EvalShared) -> None:
+    def __init__(
+        self, role: Role, model: DiffusionModel, spec: str, shared: EvalShared, *, retrain: EvalContext | None = None
+    ) -> None:
         super().__init__(role, model, spec, shared)
         self._samples: dict[int | None, torch.Tensor] = {}
         self._speedups_applied = False
         self.cost = SamplingCost()
+        self._retrain: EvalContext | None = None
+        self.retrain = retrain
+
+    @property
+    def retrain(self) -> EvalContext | None:
+        """The context of the model retrained without the forget set (``eval --retrain``; role ``"retrain"``),
+        or None when there is none (and in the retrain context itself).
+
+        The same object for the model's and the reference's contexts, under the same protocol, judge, data,
+        cache and noise streams: its samples are drawn once and both compare with them, and a model identical
+        to it draws identical samples. Set it to ``ctx.sibling(model, role="retrain", spec=...)`` when testing a
+        metric outside ``eval``.
+        """
+        return self._retrain
+
+    @retrain.setter
+    def retrain(self, value: EvalContext | None) -> None:
+        if value is not None:
+            if value._shared is not self._shared or value.role != "retrain":
+                raise ValueError("ctx.retrain must be a sibling context of role 'retrain' (ctx.sibling(m, 'retrain'))")
+            if self.role == "retrain":
+                raise ValueError("the retrain context has no retrain context of its own")
+        self._retrain = value
 
     def sibling(self, model: DiffusionModel, role: Role = "reference", spec: str = "reference") -> EvalContext:
-        """A context for another model under the same protocol, judge, data and cache."""
-        return EvalContext(role, model, spec, self._shared)
+        """A context for another model under the same protocol, judge, data and cache (and the same
+        :attr:`retrain` context, except for a context of role ``"retrain"``)."""
+        return EvalContext(role, model, spec, self._shared, retrain=None if role == "retrain" else self._retrain)
 
     @property
     def num_unconditional_samples(self) -> int:

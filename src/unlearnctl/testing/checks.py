@@ -26,6 +26,9 @@ option nobody gave). All of them run on CPU in seconds.
   the audited models left unchanged, the same values on a fresh context whatever the global torch RNG
   holds (all randomness from ``ctx.generator`` / ``ctx.sample``). A ``UsageError`` for an unconditional
   model is an accepted refusal.
+- executor: ``start(1)`` allows at least one cell; a cell of two cheap ``unlearnctl`` commands comes back
+  ``ok`` with both outputs in its log; a cell whose first command fails comes back with that command's exit
+  status (2), its name and its log's tail, and its second command never runs; ``close()`` ends it.
 """
 
 from __future__ import annotations
@@ -279,6 +282,42 @@ def attack_runs(cls: type[Component], options: Mapping[str, Any]) -> None:
         json.dumps(first, allow_nan=True)
 
 
+# --- executor ----------------------------------------------------------------------------------------
+
+
+def executor_runs(cls: type[Component], options: Mapping[str, Any]) -> None:
+    """Two real cells through the executor: one that succeeds, one whose first command fails."""
+    from concurrent.futures import Future
+
+    from ..cells import CellOutcome, CellTask
+
+    executor = build(cls, options)
+    with tempfile.TemporaryDirectory(prefix="unlearnctl-executor-") as tmp:
+        capacity = executor.start(1)
+        try:
+            if not isinstance(capacity, int) or capacity < 1:
+                _fail(cls, f"start(1) must return how many cells may run at once (>= 1), not {capacity!r}")
+            good = CellTask("good", (("--version",), ("list", "executors", "--json")), tmp, "logs/good.log")
+            bad = CellTask("bad", (("no-such-command",), ("--version",)), tmp, "logs/bad.log")
+            futures = {t.id: executor.submit(t) for t in (good, bad)}
+            outcomes: dict[str, CellOutcome] = {}
+            for key, future in futures.items():
+                if not isinstance(future, Future):
+                    _fail(cls, f"submit must return a concurrent.futures.Future, not {type(future).__name__}")
+                outcomes[key] = future.result(timeout=600)
+        finally:
+            executor.close()
+        ok, failed = outcomes["good"], outcomes["bad"]
+        log = (Path(tmp) / "logs" / "good.log").read_text(encoding="utf-8", errors="replace")
+        if not (ok.ok and ok.id == "good") or "unlearnctl" not in log or '"local"' not in log:
+            _fail(cls, f"a cell of two good commands did not run both, with their output in its log: {ok}")
+        bad_log = (Path(tmp) / "logs" / "bad.log").read_text(encoding="utf-8", errors="replace")
+        if failed.ok or failed.returncode != 2 or failed.failed_command != "no-such-command" or not failed.log_tail:
+            _fail(cls, f"a cell whose first command fails must end with that command's status and log: {failed}")
+        if "$ unlearnctl --version" in bad_log:
+            _fail(cls, "a cell went on after its first command failed")
+
+
 #: the runtime checks of each kind, in the order they run
 BUILTIN_CHECKS: dict[str, list[RuntimeCheck]] = {
     "dataset": [dataset_loads],
@@ -287,4 +326,5 @@ BUILTIN_CHECKS: dict[str, list[RuntimeCheck]] = {
     "model": [model_loads],
     "metric": [metric_computes],
     "attack": [attack_runs],
+    "executor": [executor_runs],
 }

@@ -63,6 +63,7 @@ REQUIRED_METHOD = {
     "model": "load",
     "metric": "compute",
     "attack": "run",
+    "executor": "submit",
 }
 
 #: ``check(cls, options)``; a check of one argument ``check(cls)`` is accepted too
@@ -93,9 +94,11 @@ def _fail(cls: type, message: str) -> NoReturn:
 def check_component_class(cls: type[Component], require_help: bool = True) -> None:
     """Static contract of a component class.
 
-    - a subclass of one of ``Dataset``, ``Selector``, ``Method``, ``ModelPreset``, ``Metric``, ``Attack``;
+    - a subclass of one of ``Dataset``, ``Selector``, ``Method``, ``ModelPreset``, ``Metric``, ``Attack``,
+      ``Executor``;
     - a ``name`` (letters, digits, ``-``, ``_``, ``.``) and a one-line description (docstring's first line);
-    - implements its kind's one method (``load``, ``select``, ``unlearn``, ``load``, ``compute``, ``run``);
+    - implements its kind's one method (``load``, ``select``, ``unlearn``, ``load``, ``compute``, ``run``,
+      ``submit``);
     - ``Options`` is a subclass of ``unlearnctl.Options`` that forbids unknown keys;
     - every default validates, and the defaults alone build the options when no option is required;
     - the options render (``unlearnctl show``), each with help text (``Field(description=...)``)
@@ -105,7 +108,8 @@ def check_component_class(cls: type[Component], require_help: bool = True) -> No
     if not isinstance(cls, type) or not issubclass(cls, Component):
         _fail(
             cls,
-            "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset, Metric or Attack)",
+            "is not a component class (subclass unlearnctl.Dataset, Selector, Method, ModelPreset, Metric, Attack or "
+            "Executor)",
         )
     kind = getattr(cls, "kind", None)
     if kind not in BASE_FOR_KIND or not issubclass(cls, BASE_FOR_KIND[kind]):

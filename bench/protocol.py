@@ -1,0 +1,186 @@
+"""The digits protocol's selection rule (docs/protocol.md, stage 1), applied to the tuning study.
+
+Reads the tuning study through ``unlearnctl compare STUDY --json`` (the public command), applies the one rule
+of docs/protocol.md to every method's settings, prints the choice with the numbers behind it as a Markdown
+table, and writes the test stage's spec from ``docs/studies/digits-test.template.toml`` with each method's
+chosen options filled in::
+
+    python bench/protocol.py round2 /work/studies/digits-tuning     # write docs/studies/digits-tuning-2.toml
+    python bench/protocol.py select /work/studies/digits-tuning /work/studies/digits-tuning-2 [--write-spec]
+
+``select`` prints the choice over every setting of the studies given (round 1 and round 2) and, with
+``--write-spec``, writes ``docs/studies/digits-test.toml``. ``round2`` writes the second tuning round: around
+each method's round-1 choice c, the same four settings for every method -- c with twice the steps, c with
+twice the learning rate, and both again with the EMA of the weights switched (``save_ema``) -- so that every
+method gets eight settings in all.
+
+The rule, per method (its label): among the settings whose forgotten class is recognised in at most 1% of the
+samples and whose kept classes are within 2 points of the base model, the lowest FID of the kept classes;
+when no setting forgets that well, the lowest forgotten-class recognition (ties: the lowest FID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+UNLEARNCTL = Path(sys.executable).parent / "unlearnctl"
+TEMPLATE = ROOT / "docs" / "studies" / "digits-test.template.toml"
+TEST_SPEC = ROOT / "docs" / "studies" / "digits-test.toml"
+#: the rule's thresholds (docs/protocol.md)
+MAX_FORGOTTEN = 0.01
+MAX_KEPT_DROP = 0.02
+
+
+def _mean(group: dict[str, Any], key: str) -> float | None:
+    value = (group.get("overall") or {}).get(key)
+    return None if value is None else value.get("mean")
+
+
+def choose(groups: list[dict[str, Any]], base_kept: float) -> tuple[dict[str, Any], bool]:
+    """The rule on one method's groups: (the chosen group, whether it met the forgetting bar)."""
+    scored = [g for g in groups if _mean(g, "recognition_rate") is not None and _mean(g, "fid") is not None]
+    if not scored:
+        raise SystemExit(f"no setting of {groups[0]['label']} has both a forgotten-class rate and an FID")
+    passing = [
+        g for g in scored
+        if _mean(g, "recognition_rate") <= MAX_FORGOTTEN and _mean(g, "kept_rate") >= base_kept - MAX_KEPT_DROP
+    ]  # fmt: skip
+    if passing:
+        return min(passing, key=lambda g: _mean(g, "fid")), True
+    return min(scored, key=lambda g: (_mean(g, "recognition_rate"), _mean(g, "fid"))), False
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _options(group: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group["options"].items()) or "(defaults)"
+
+
+def toml_table(options: dict[str, Any]) -> str:
+    """``{ key = value, ... }`` for the spec template."""
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in options.items()) + " }"
+
+
+def read_study(study: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(UNLEARNCTL), "compare", str(study), "--json", "--no-plot"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(out.stderr.strip())
+    return json.loads(out.stdout)
+
+
+def method_groups(studies: list[Path]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], int]:
+    """The base model's group, each method's groups over all ``studies``, and the cells not done."""
+    base: dict[str, Any] = {}
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    missing = 0
+    for study in studies:
+        data = read_study(study)
+        base = base or data["base"]
+        missing += len(data.get("missing") or [])
+        for group in data["groups"]:
+            if group["role"] == "method":
+                by_method.setdefault(group["label"], []).append(group)
+    return base, by_method, missing
+
+
+def select(studies: list[Path], write_spec: bool) -> None:
+    base, by_method, missing = method_groups(studies)
+    base_kept = _mean(base, "kept_rate") or 1.0
+    print(f"base model: forgotten {_fmt(_mean(base, 'recognition_rate'), 3)}, kept {_fmt(base_kept, 3)}, "
+          f"FID {_fmt(_mean(base, 'fid'), 2)}")  # fmt: skip
+    print("\n| method | setting | forgotten recognised | kept | FID (kept) | method time s | chosen |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    chosen: dict[str, dict[str, Any]] = {}
+    for label, groups in by_method.items():
+        pick, met = choose(groups, base_kept)
+        chosen[label] = pick["options"]
+        for g in groups:
+            mark = ("**yes**" if met else "yes (none met the bar)") if g is pick else ""
+            print(
+                f"| {label} | {_options(g)} | {_fmt(_mean(g, 'recognition_rate'), 3)} | "
+                f"{_fmt(_mean(g, 'kept_rate'), 3)} | {_fmt(_mean(g, 'fid'), 2)} | "
+                f"{_fmt(_mean(g, 'wall_time_s'), 0)} | {mark} |"
+            )
+    if missing:
+        print(f"\nnote: {missing} cells of the studies are not done: the choice is provisional")
+    if write_spec:
+        text = TEMPLATE.read_text(encoding="utf-8")
+        for label, options in chosen.items():
+            text = text.replace(f"@{label}@", toml_table(options))
+        if "@" in text:
+            raise SystemExit("the template names a method the tuning study has no setting for")
+        TEST_SPEC.write_text(text, encoding="utf-8")
+        print(f"\nwrote {TEST_SPEC.relative_to(ROOT)}")
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    out = subprocess.run([str(UNLEARNCTL), "show", "method", name, "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr.strip())
+    return {o["name"]: o.get("default") for o in json.loads(out.stdout)["options"]}
+
+
+def round2(study: Path) -> None:
+    """Write the second tuning round (see the module docstring) next to the first one's spec."""
+    first = ROOT / "docs" / "studies" / "digits-tuning.toml"
+    base, by_method, missing = method_groups([study])
+    if missing:
+        raise SystemExit(f"{missing} cells of {study} are not done: finish round 1 first")
+    base_kept = _mean(base, "kept_rate") or 1.0
+    text = first.read_text(encoding="utf-8")
+    head = text[text.index("name = ") : text.index("[[methods]]")]  # the study's tables, not its comments
+    head = head.replace('name = "digits-tuning"', 'name = "digits-tuning-2"').replace(
+        "digits protocol, tuning stage: 8 methods x 4 settings", "digits protocol, tuning stage, round 2"
+    )
+    lines = [
+        "# Round 2 of the tuning stage, written by `python bench/protocol.py round2` from round 1's choices",
+        "# (docs/protocol.md): around each method's choice c, c with twice the steps, c with twice the learning",
+        "# rate, and both with the EMA of the weights switched.",
+        "#",
+        "#   unlearnctl sweep docs/studies/digits-tuning-2.toml --jobs 2",
+        "",
+    ]
+    body = []
+    for label, groups in by_method.items():
+        pick, _met = choose(groups, base_kept)
+        method = groups[0]["label"]
+        defaults = method_defaults(method)
+        c = dict(pick["options"])
+        steps = 2 * int(c.get("steps", defaults["steps"]))
+        lr = 2 * float(c.get("lr", defaults["lr"]))
+        ema = not bool(c.get("save_ema", defaults.get("save_ema", False)))
+        body.append(f"# --- {label}: round 1 chose {_options(pick)}")
+        for extra in ({"steps": steps}, {"lr": lr}, {"save_ema": ema, "steps": steps}, {"save_ema": ema, "lr": lr}):
+            body += ["[[methods]]", f'name = "{method}"', f"options = {toml_table({**c, **extra})}", ""]
+    out = first.with_name("digits-tuning-2.toml")
+    out.write_text("\n".join(lines) + "\n" + head.rstrip() + "\n\n" + "\n".join(body), encoding="utf-8")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sel = sub.add_parser("select", help="apply the selection rule to the tuning studies")
+    sel.add_argument("studies", type=Path, nargs="+")
+    sel.add_argument("--write-spec", action="store_true", help=f"write {TEST_SPEC.relative_to(ROOT)}")
+    two = sub.add_parser("round2", help="write the second tuning round from the first one's choices")
+    two.add_argument("study", type=Path)
+    args = parser.parse_args()
+    if args.command == "round2":
+        round2(args.study)
+    else:
+        select(args.studies, args.write_spec)
+
+
+if __name__ == "__main__":
+    main()

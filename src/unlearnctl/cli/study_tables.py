@@ -1,0 +1,139 @@
+"""Rich tables of ``unlearnctl compare STUDY``: the overall table (a row per group), the per-forget-set tables
+and the noise-floor line. Rendering only: the numbers come from :mod:`unlearnctl.commands.study_compare`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..commands.study_compare import (
+    METRIC_BY_KEY,
+    METRICS,
+    TABLE_METRICS,
+    GroupSummary,
+    StudyComparison,
+    format_cell,
+    format_interval,
+    group_title,
+)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+
+
+#: the overall table's columns (the others -- KID, MIA AUC, steps -- are in --json): a readable width
+OVERALL_COLUMNS = ("recognition_rate", "kept_rate", "fid", "fid_to_retrain", "recognition_gap", "wall_time_s")
+
+
+def _shown_metrics(result: StudyComparison) -> list[str]:
+    """The overall table's metrics some group (or the base) has a value for: an all-empty column is left out."""
+    rows = [*result.groups, *([result.base] if result.base else [])]
+    return [
+        m.key for m in METRICS if m.key in OVERALL_COLUMNS and any(g.overall.get(m.key) is not None for g in rows)
+    ]
+
+
+def _row_name(group: GroupSummary) -> str:
+    if group.role == "retrain" and group.label != "retrain":
+        return f"{escape(group.label)} [dim](retrain)[/]"
+    if group.role == "base":
+        return "[dim]base model[/]"
+    return escape(group.label)
+
+
+def overall_table(result: StudyComparison) -> Table:
+    """A row per group (then the base model): label, options, n cells, each metric ``mean [low, high]``, front."""
+    level = f"{result.level * 100:g}%"
+    metrics = _shown_metrics(result)
+    x_title = METRIC_BY_KEY[result.x_metric].title
+    table = Table(
+        title=f"study {escape(result.name)}: {result.n_cells} cells, mean [{level} {result.interval} interval] over "
+        "forget sets x seeds",
+        title_justify="left",
+        caption=f"front: non-dominated by mean {x_title} and mean FID (both lower = better); base: the cells' "
+        "results.reference (one row per distinct evaluation)",
+        caption_justify="left",
+    )
+    table.add_column("group", overflow="fold")
+    table.add_column("options", overflow="fold")
+    table.add_column("n", justify="right")
+    for key in metrics:
+        table.add_column(METRIC_BY_KEY[key].title, justify="right", overflow="fold")
+    table.add_column("front", justify="center")
+    for g in [*result.groups, *([result.base] if result.base else [])]:
+        n = str(len(g.cells)) if g.role != "base" else str(max((iv.n for iv in g.overall.values() if iv), default=0))
+        cells = [format_interval(g.overall.get(k), k, "\n") for k in metrics]
+        if g.fid_vs_base is not None and g.fid_vs_base["within_noise"] and "fid" in metrics:
+            i = metrics.index("fid")
+            cells[i] += "\n[dim](within noise)[/]"
+        table.add_row(
+            _row_name(g),
+            escape(_options_text(g.options)),
+            n,
+            *cells,
+            "*" if g.on_front else "",
+            style="dim" if g.role == "base" else None,
+        )
+    return table
+
+
+def forget_set_table(result: StudyComparison, metric: str) -> Table:
+    """One metric: a row per group, a column per forget set, ``mean ± half-width (n)`` (over seeds)."""
+    spec = METRIC_BY_KEY[metric]
+    table = Table(
+        title=f"{spec.title} per forget set: mean ± half-width (n seeds)",
+        title_justify="left",
+    )
+    table.add_column("group", overflow="fold")
+    for fs in result.forget_sets:
+        table.add_column(escape(fs), justify="right", overflow="fold")
+    table.add_column("all", justify="right", overflow="fold")
+    for g in [*result.groups, *([result.base] if result.base else [])]:
+        name = _row_name(g)
+        opts = _options_text(g.options)
+        if opts != "-":
+            name += f"\n[dim]{escape(opts)}[/]"
+        table.add_row(
+            name,
+            *(format_cell(g.per_forget_set.get(fs, {}).get(metric), metric) for fs in result.forget_sets),
+            format_cell(g.overall.get(metric), metric),
+        )
+    return table
+
+
+def noise_floor_line(result: StudyComparison) -> str | None:
+    floor = result.noise_floor
+    if floor is None:
+        return None
+    between = floor.get("fid_between_draws_mean")
+    text = (
+        f"noise floor: FID to real std {floor['fid_to_real_std']:.2f}"
+        + (f", FID between draws mean {between:.2f}" if between is not None else "")
+        + f"; a group's FID is within noise when |mean FID - base FID| < {floor['threshold']:.2f}"
+    )
+    within = [group_title(g) for g in result.groups if g.fid_vs_base and g.fid_vs_base["within_noise"]]
+    if within:
+        text += f" ({', '.join(within)})"
+    return text
+
+
+def print_study(console: Console, result: StudyComparison) -> None:
+    """Everything ``compare STUDY`` shows, in order: overall table, per-forget-set tables, noise floor, missing."""
+    console.print(overall_table(result))
+    shown = _shown_metrics(result)
+    for metric in TABLE_METRICS:
+        if metric in shown:
+            console.print(forget_set_table(result, metric))
+    line = noise_floor_line(result)
+    if line:
+        console.print(escape(line))
+    if result.missing:
+        console.print(f"[yellow]{len(result.missing)} cell(s) not done[/] (left out):")
+        for m in result.missing:
+            console.print(f"  {escape(str(m['id']))}: {escape(str(m['reason']))}")
+    for note in result.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
