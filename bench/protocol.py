@@ -139,6 +139,7 @@ def round2(study: Path) -> None:
     base_kept = _mean(base, "kept_rate") or 1.0
     text = first.read_text(encoding="utf-8")
     head = text[text.index("name = ") : text.index("[[methods]]")]  # the study's tables, not its comments
+    head = "\n".join(line for line in head.splitlines() if not line.startswith("#"))
     head = head.replace('name = "digits-tuning"', 'name = "digits-tuning-2"').replace(
         "digits protocol, tuning stage: 8 methods x 4 settings", "digits protocol, tuning stage, round 2"
     )

@@ -17,6 +17,8 @@ Under a launcher (``WORLD_SIZE`` > 1 in the environment) :func:`init_world` lets
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -121,11 +123,22 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     if device.type == "mps":
         raise UsageError("multi-process runs need cpu or cuda devices; mps is one device: run one process")
     state = PartialState(cpu=device.type == "cpu", timeout=collective_timeout())
+    atexit.register(_end_process_group)
     here = torch.device("cpu") if device.type == "cpu" else torch.device(state.device)
     world = World(
         rank=state.process_index, size=state.num_processes, local_rank=state.local_process_index, device=str(here)
     )
     return world, here
+
+
+def _end_process_group() -> None:
+    """At exit, release the process group before the interpreter tears down: left to the garbage collector,
+    the backend's threads can be destroyed while still joinable, and a process whose work is done then
+    aborts ("terminate called without an active exception", exit -6), which the launcher reports as a
+    failure of the whole run. Destroying a gloo or NCCL group is local to this process."""
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):  # exiting anyway: a failure here must not mask the real exit code
+            dist.destroy_process_group()
 
 
 def collective_timeout() -> timedelta:
