@@ -139,9 +139,14 @@ def test_a_model_that_forgot_nothing_keeps_every_class(study, tmp_path):
 
 @pytest.mark.parametrize(
     ("case", "message"),
-    [("one-draw", "--draws 1"), ("existing-out", "already exists"), ("unknown-model", "no-such-model")],
+    [
+        ("one-draw", "--draws 1"),
+        ("existing-out", "already exists"),
+        ("unknown-model", "no-such-model"),
+        ("under-a-launcher", "runs in one process"),
+    ],
 )
-def test_bad_requests_exit_2_with_one_line_and_write_nothing(study, tmp_path, case, message):
+def test_bad_requests_exit_2_with_one_line_and_write_nothing(study, tmp_path, monkeypatch, case, message):
     folder = tmp_path / "outs"
     folder.mkdir()
     out = folder / "nf.json"
@@ -150,6 +155,8 @@ def test_bad_requests_exit_2_with_one_line_and_write_nothing(study, tmp_path, ca
         extra = ["--draws", "1"]
     elif case == "existing-out":
         out.write_text("mine")
+    elif case == "under-a-launcher":  # every process would draw and write the same file
+        monkeypatch.setenv("WORLD_SIZE", "2")
     else:
         model = "no-such-model"
     code, stdout, stderr = invoke("noise-floor", model, "--classes", "2", *extra, *SAMPLING, "--out", out)

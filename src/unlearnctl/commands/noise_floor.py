@@ -348,7 +348,13 @@ def _version() -> str:
 def noise_floor(
     request: NoiseFloorRequest, registry: Any = None, progress: ProgressCallback | None = None
 ) -> NoiseFloorResult:
-    """``unlearnctl noise-floor``: validate and load everything, then draw, measure and write the JSON file."""
+    """``unlearnctl noise-floor``: validate and load everything, then draw, measure and write the JSON file.
+
+    One process: under a launcher every process would draw and write the same file, so it is refused."""
+    from ..distributed import launched
+
+    if launched():
+        raise UsageError("noise-floor runs in one process: run it without torchrun / accelerate launch")
     prepared = prepare_noise_floor(request, registry)
     with torch_threads(prepared.request.threads):
         return run_noise_floor(prepared, progress)
