@@ -7,12 +7,18 @@ chosen options filled in::
 
     python bench/protocol.py round2 /work/studies/digits-tuning     # write docs/studies/digits-tuning-2.toml
     python bench/protocol.py select /work/studies/digits-tuning /work/studies/digits-tuning-2 [--write-spec]
+    python bench/protocol.py goal /work/studies/digits-test     # EraseDiff against its goal, class by class
 
 ``select`` prints the choice over every setting of the studies given (round 1 and round 2) and, with
 ``--write-spec``, writes ``docs/studies/digits-test.toml``. ``round2`` writes the second tuning round: around
 each method's round-1 choice c, the same four settings for every method -- c with twice the steps, c with
 twice the learning rate, and both again with the EMA of the weights switched (``save_ema``) -- so that every
 method gets eight settings in all.
+
+``goal`` checks EraseDiff's goal (docs/protocol.md) on the test study, one row per forget set, worst class
+last: the forgotten class at most 1% recognised, the kept classes within 2 points of the base model and their
+FID within 10% of the base model's, each as a mean over the seeds of that forget set, against the base
+model evaluated in the same cells (same samples per class, same seeds).
 
 The rule, per method (its label): among the settings whose forgotten class is recognised in at most 1% of the
 samples and whose kept classes are within 2 points of the base model, the lowest FID of the kept classes;
@@ -35,6 +41,8 @@ TEST_SPEC = ROOT / "docs" / "studies" / "digits-test.toml"
 #: the rule's thresholds (docs/protocol.md)
 MAX_FORGOTTEN = 0.01
 MAX_KEPT_DROP = 0.02
+#: EraseDiff's goal adds: the kept classes' FID within 10% of the base model's
+MAX_FID_RATIO = 1.10
 
 
 def _mean(group: dict[str, Any], key: str) -> float | None:
@@ -168,6 +176,55 @@ def round2(study: Path) -> None:
     print(f"wrote {out.relative_to(ROOT)}")
 
 
+def goal(study: Path, labels: tuple[str, ...] = ("erasediff", "erasediff (every class)")) -> None:
+    """EraseDiff's goal, forget set by forget set (see the module docstring); exits 1 when a class misses it."""
+    data = read_study(study)
+    base = data["base"]["per_forget_set"]
+    rows = []
+    for group in data["groups"]:
+        if group["label"] not in labels:
+            continue
+        for forget_set, metrics in group["per_forget_set"].items():
+            if not metrics or (metrics.get("recognition_rate") or {}).get("mean") is None:
+                continue
+            ref = base.get(forget_set) or {}
+            mean = {k: (metrics.get(k) or {}).get("mean") for k in ("recognition_rate", "kept_rate", "fid")}
+            ref_mean = {k: (ref.get(k) or {}).get("mean") for k in ("kept_rate", "fid")}
+            ratio = mean["fid"] / ref_mean["fid"] if mean["fid"] is not None and ref_mean["fid"] else None
+            checks = (
+                mean["recognition_rate"] <= MAX_FORGOTTEN,
+                ref_mean["kept_rate"] is not None and mean["kept_rate"] >= ref_mean["kept_rate"] - MAX_KEPT_DROP,
+                ratio is not None and ratio <= MAX_FID_RATIO,
+            )
+            rows.append((forget_set, metrics["recognition_rate"]["n"], mean, ref_mean, ratio, checks))
+    if not rows:
+        raise SystemExit(f"{study} has no done cell labelled {' or '.join(labels)}")
+    # single classes first, worst last: most recognised, then the largest FID ratio
+    rows.sort(key=lambda r: (not r[0].startswith("classes:") or "," in r[0], r[2]["recognition_rate"], r[4] or 0))
+    print("| forget set | seeds | forgotten recognised | kept (base) | FID (base) | FID / base | "
+          "<= 1% | kept within 2 pt | FID within 10% |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    missed = 0
+    for forget_set, n, mean, ref_mean, ratio, checks in rows:
+        single = forget_set.startswith("classes:") and "," not in forget_set
+        missed += single and not all(checks)
+        marks = " | ".join("yes" if ok else "**no**" for ok in checks)
+        print(
+            f"| {forget_set} | {n} | {_fmt(mean['recognition_rate'], 3)} | {_fmt(mean['kept_rate'], 3)} "
+            f"({_fmt(ref_mean['kept_rate'], 3)}) | {_fmt(mean['fid'], 2)} ({_fmt(ref_mean['fid'], 2)}) | "
+            f"{_fmt(ratio, 2)} | {marks} |"
+        )
+    singles = [r for r in rows if r[0].startswith("classes:") and "," not in r[0]]
+    if singles:
+        worst = max(singles, key=lambda r: (r[2]["recognition_rate"], r[4] or 0))
+        print(f"\nworst class: {worst[0]} (recognised {_fmt(worst[2]['recognition_rate'], 3)}, "
+              f"FID / base {_fmt(worst[4], 2)}); classes missing the goal: {missed} of {len(singles)}")  # fmt: skip
+    if data.get("missing"):
+        print(f"note: {len(data['missing'])} cells of the study are not done: provisional")
+    if missed:
+        raise SystemExit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,9 +233,13 @@ def main() -> None:
     sel.add_argument("--write-spec", action="store_true", help=f"write {TEST_SPEC.relative_to(ROOT)}")
     two = sub.add_parser("round2", help="write the second tuning round from the first one's choices")
     two.add_argument("study", type=Path)
+    aim = sub.add_parser("goal", help="EraseDiff against its goal on the test study, forget set by forget set")
+    aim.add_argument("study", type=Path)
     args = parser.parse_args()
     if args.command == "round2":
         round2(args.study)
+    elif args.command == "goal":
+        goal(args.study)
     else:
         select(args.studies, args.write_spec)
 

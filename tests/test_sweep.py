@@ -277,3 +277,46 @@ def test_dry_run_and_print_config(cli, tiny, tmp_path):
     assert [c.id for c in expand(read_spec(again))] == [c.id for c in expand(read_spec(spec))]
     assert "jobs = 3" in printed.stdout
     assert not study.exists()
+
+
+# --- the progress bar --------------------------------------------------------------------------------------
+
+
+def test_the_progress_bar_counts_finished_cells_not_interrupted_or_retried_ones(tmp_path):
+    """The sweep's own bookkeeping (``_Scheduler.settle`` / ``block``) reports four cells to the CLI's reporter:
+    one done, one failed twice (a retry, then failed for good), one blocked, one interrupted by a stop. The bar
+    advances for the three this sweep is through with; the interrupted one is left for the next sweep."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from unlearnctl.cells import CellOutcome
+    from unlearnctl.cli.sweep_cmd import RichSweepReporter
+    from unlearnctl.commands.sweep import _Scheduler
+
+    out = io.StringIO()
+    reporter = RichSweepReporter(Console(file=out, width=120))
+    ids = ["ok", "bad", "needs-bad", "cut"]
+    p = SimpleNamespace(study=tmp_path, request=SimpleNamespace(retries=1))
+    sched = _Scheduler(p, {"cells": [{"id": i} for i in ids]}, reporter)  # type: ignore[arg-type]
+    cell = {i: SimpleNamespace(id=i) for i in ids}
+    reporter.started(len(ids), 0, len(ids), 2, "local")
+    try:
+        bar = reporter.progress.tasks[0]
+        sched.settle(cell["ok"], CellOutcome("ok", 0, 1.0))
+        assert bar.completed == 1
+        sched.settle(cell["bad"], CellOutcome("bad", 2, 1.0, "forget", "no such class"))  # retried
+        assert bar.completed == 1 and sched.queue == [cell["bad"]]
+        sched.settle(cell["bad"], CellOutcome("bad", 2, 1.0, "forget", "no such class"))  # failed for good
+        assert bar.completed == 2
+        sched.block(cell["needs-bad"], "its retrain cell bad failed")
+        assert bar.completed == 3
+        sched.settle(cell["cut"], CellOutcome("cut", 143, 1.0, "forget", cancelled=True))
+        assert bar.completed == 3, "an interrupted cell was counted as finished"
+    finally:
+        reporter.stop()
+    statuses = {r["id"]: r["status"] for r in index(tmp_path)["cells"]}
+    assert statuses == {"ok": "done", "bad": "failed", "needs-bad": "blocked", "cut": "interrupted"}
+    text = out.getvalue()
+    assert "retry bad" in text and "interrupted cut" in text

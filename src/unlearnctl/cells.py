@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,26 +114,50 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a ``preexec_fn`` that has the kernel send SIGTERM to the command when the thread that started
-    it ends (``PR_SET_PDEATHSIG``): a sweep killed with ``kill -9`` stops its cells as Ctrl-C does (a
-    ``forget`` checkpoints) instead of leaving them running unseen. Elsewhere None."""
-    if not sys.platform.startswith("linux"):
-        return None
+#: The wrapper that starts each command on Linux, run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: it
+#: asks the kernel for SIGTERM when its parent goes (``PR_SET_PDEATHSIG``; a signal setting that ``exec``
+#: keeps), exits 143 without running the command if the parent has gone already, else replaces itself with the
+#: command (``execvp``: the same pid, so :func:`_stop`'s signals and the exit status are the command's own).
+#: Should ``prctl`` be unavailable the command runs anyway, without the signal. ``-I -S``: the wrapper imports
+#: the stdlib alone (about 20 ms; not ``unlearnctl``, nothing from the cell's folder, site-packages or the
+#: user's PYTHON* variables), while the command gets the environment unchanged.
+WRAPPER = """\
+import os, signal, sys
+parent, cmd = int(sys.argv[1]), sys.argv[2:]
+try:
     import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+except (ImportError, OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the parent ended before prctl: no signal would come, so stop as if it had
+    sys.exit(143)
+for name in ("SIGPIPE", "SIGXFSZ"):  # ignored by Python at start-up; subprocess restores them too
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+try:
+    os.execvp(cmd[0], cmd)
+except OSError as exc:
+    sys.stderr.write(f"cannot run {cmd[0]}: {exc}\\n")
+    sys.exit(127)
+"""
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:  # pragma: no cover - no C library to call
-        return None
-    parent = os.getpid()
 
-    def preexec() -> None:
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+def die_with_parent(cmd: Sequence[str], parent: int | None = None) -> list[str]:
+    """``cmd`` so that, on Linux, it gets SIGTERM should the thread that starts it end (``PR_SET_PDEATHSIG``):
+    a sweep killed with ``kill -9`` stops its cells as Ctrl-C does (a ``forget`` checkpoints) instead of
+    leaving them running unseen. Elsewhere ``cmd`` as it is.
 
-    return preexec
+    The command runs through :data:`WRAPPER` (a ``python -c`` that sets the signal, then execs the command)
+    rather than a ``preexec_fn``, which is unsafe in a process with threads (executors start cells from
+    threads). As with any ``PR_SET_PDEATHSIG``, the signal comes when the *thread* that started the
+    command ends, not the process: start it from a thread that outlives it (:func:`run_cell` waits for
+    it). ``parent``: the pid the wrapper checks its parent against (this process's by default); a wrapper
+    whose parent has already gone exits 143 without running ``cmd``.
+    """
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    parent = os.getpid() if parent is None else parent
+    return [sys.executable, "-I", "-S", "-c", WRAPPER, str(parent), *cmd]
 
 
 def run_cell(task: CellTask, cancel: threading.Event | None = None, poll_s: float = 0.2) -> CellOutcome:
@@ -161,14 +185,13 @@ def run_cell(task: CellTask, cancel: threading.Event | None = None, poll_s: floa
             cancelled = False
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "unlearnctl", *args],
+                    die_with_parent([sys.executable, "-m", "unlearnctl", *args]),
                     cwd=task.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(),
                 )
                 while proc.poll() is None:
                     if cancel is not None and cancel.is_set():

@@ -96,13 +96,15 @@ def _compare_study(
     level: float | None,
     x_metric: str | None,
     json_output: bool,
+    markdown: Path | None = None,
 ) -> None:
-    """``compare STUDY``: aggregate, plot, then print JSON or the tables."""
+    """``compare STUDY``: aggregate, plot, write the Markdown, then print JSON or the tables."""
     from ..commands.intervals import INTERVAL_METHODS
     from ..commands.study_compare import compare_study
+    from ..commands.study_markdown import study_markdown
     from ..commands.study_plot import study_plot
     from ..errors import UsageError
-    from ..rundir import check_new_file
+    from ..rundir import atomic_write_text, check_new_file
     from .study_tables import print_study
 
     method = interval or "t"
@@ -110,6 +112,10 @@ def _compare_study(
         raise UsageError(f"--interval must be one of {', '.join(INTERVAL_METHODS)}, got {method!r}")
     if not no_plot:
         check_new_file(plot, overwrite, "--plot")
+    if markdown is not None:
+        check_new_file(markdown, overwrite, "--markdown")
+        if not no_plot and markdown.resolve() == plot.resolve():
+            raise UsageError(f"--markdown and --plot both name '{markdown}': choose two different files")
     result = compare_study(
         study,
         method=method,
@@ -117,14 +123,23 @@ def _compare_study(
         x_metric=x_metric or "recognition_rate",
     )
     plot_path = None if no_plot else study_plot(result, plot, overwrite=overwrite)
+    if markdown is not None:
+        atomic_write_text(markdown, study_markdown(result))
     if json_output:
-        print_json({**result.to_dict(), "plot": str(plot_path) if plot_path else None})
+        print_json(
+            {
+                **result.to_dict(),
+                "plot": str(plot_path) if plot_path else None,
+                "markdown": str(markdown) if markdown is not None else None,
+            }
+        )
         return
     for warning in result.warnings:
         print_warning(warning)
     print_study(console, result)
-    if plot_path is not None:
-        console.print(f"wrote {escape(str(plot_path))}")
+    for written in (plot_path, markdown):
+        if written is not None:
+            console.print(f"wrote {escape(str(written))}")
 
 
 def register(app: typer.Typer) -> None:
@@ -148,7 +163,9 @@ def register(app: typer.Typer) -> None:
             typer.Option("--plot", help="Where to write the trade-off plot (PNG)."),
         ] = DEFAULT_PLOT,
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")] = False,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing plot file.")] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --plot or --markdown file.")
+        ] = False,
         no_verify: NoVerifyFlag = False,
         interval: Annotated[
             str | None,
@@ -170,6 +187,17 @@ def register(app: typer.Typer) -> None:
                 show_default="recognition_rate",
             ),
         ] = None,
+        markdown: Annotated[
+            Path | None,
+            typer.Option(
+                "--markdown",
+                help=(
+                    "Study only: also write the results as GitHub-flavoured Markdown tables to this file "
+                    "(never overwritten without --overwrite)."
+                ),
+                show_default=False,
+            ),
+        ] = None,
         json_output: JsonFlag = False,
     ) -> None:
         """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps; with
@@ -178,14 +206,19 @@ def register(app: typer.Typer) -> None:
 
         Given one study folder (with a study.json, from `unlearnctl sweep`): per group of cells (method and
         options) each metric's mean and confidence interval over forget sets and seeds, per-forget-set tables,
-        the noise floor, and a trade-off plot with error bars and the non-dominated front."""
+        the noise floor, and a trade-off plot with error bars and the non-dominated front; `--markdown FILE` writes
+        the same results as Markdown tables for a results page."""
         from ..commands.compare import compare, trade_off_plot
         from ..commands.study_compare import is_study
         from ..errors import UsageError
 
         if len(runs) == 1 and is_study(runs[0]):
-            _compare_study(runs[0], plot, no_plot, overwrite, interval, level, x_metric, json_output)
+            _compare_study(runs[0], plot, no_plot, overwrite, interval, level, x_metric, json_output, markdown)
             return
+        if markdown is not None:
+            raise UsageError(
+                "--markdown needs a study folder: pass one folder holding a study.json (from `unlearnctl sweep`)"
+            )
         given = [flag for flag, value in (("--interval", interval), ("--level", level), ("--x", x_metric)) if value]
         if given:
             raise UsageError(f"{', '.join(given)} apply to a study folder only: pass one folder holding a study.json")

@@ -11,30 +11,18 @@ from rich.table import Table
 
 from ..commands.study_compare import (
     METRIC_BY_KEY,
-    METRICS,
     TABLE_METRICS,
     GroupSummary,
     StudyComparison,
     format_cell,
     format_interval,
-    group_title,
+    noise_floor_text,
+    shown_metrics,
 )
 
 
 def _options_text(options: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
-
-
-#: the overall table's columns (the others -- KID, MIA AUC, steps -- are in --json): a readable width
-OVERALL_COLUMNS = ("recognition_rate", "kept_rate", "fid", "fid_to_retrain", "recognition_gap", "wall_time_s")
-
-
-def _shown_metrics(result: StudyComparison) -> list[str]:
-    """The overall table's metrics some group (or the base) has a value for: an all-empty column is left out."""
-    rows = [*result.groups, *([result.base] if result.base else [])]
-    return [
-        m.key for m in METRICS if m.key in OVERALL_COLUMNS and any(g.overall.get(m.key) is not None for g in rows)
-    ]
 
 
 def _row_name(group: GroupSummary) -> str:
@@ -48,7 +36,7 @@ def _row_name(group: GroupSummary) -> str:
 def overall_table(result: StudyComparison) -> Table:
     """A row per group (then the base model): label, options, n cells, each metric ``mean [low, high]``, front."""
     level = f"{result.level * 100:g}%"
-    metrics = _shown_metrics(result)
+    metrics = shown_metrics(result)
     x_title = METRIC_BY_KEY[result.x_metric].title
     table = Table(
         title=f"study {escape(result.name)}: {result.n_cells} cells, mean [{level} {result.interval} interval] over "
@@ -106,29 +94,37 @@ def forget_set_table(result: StudyComparison, metric: str) -> Table:
 
 
 def noise_floor_line(result: StudyComparison) -> str | None:
-    floor = result.noise_floor
-    if floor is None:
+    """The noise floor's numbers and verdict (:func:`~unlearnctl.commands.study_compare.noise_floor_text`)."""
+    return noise_floor_text(result)
+
+
+def compute_line(result: StudyComparison) -> str | None:
+    """The study's compute: the total of every study.json cell's ``seconds`` (None when no cell has one)."""
+    compute = result.compute
+    if not compute or not compute["timed"]:
         return None
-    between = floor.get("fid_between_draws_mean")
-    text = (
-        f"noise floor: FID to real std {floor['fid_to_real_std']:.2f}"
-        + (f", FID between draws mean {between:.2f}" if between is not None else "")
-        + f"; a group's FID is within noise when |mean FID - base FID| < {floor['threshold']:.2f}"
+
+    def s(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    return (
+        f"compute: {s(compute['total_s'])} over {compute['timed']} timed cell(s) of study.json (compared cells "
+        f"{s(compute['compared_s'])}, noise floor {s(compute['noise_floor_s'])}, cells not compared "
+        f"{s(compute['other_s'])})"
     )
-    within = [group_title(g) for g in result.groups if g.fid_vs_base and g.fid_vs_base["within_noise"]]
-    if within:
-        text += f" ({', '.join(within)})"
-    return text
 
 
 def print_study(console: Console, result: StudyComparison) -> None:
     """Everything ``compare STUDY`` shows, in order: overall table, per-forget-set tables, noise floor, missing."""
     console.print(overall_table(result))
-    shown = _shown_metrics(result)
+    shown = shown_metrics(result)
     for metric in TABLE_METRICS:
         if metric in shown:
             console.print(forget_set_table(result, metric))
     line = noise_floor_line(result)
+    if line:
+        console.print(escape(line))
+    line = compute_line(result)
     if line:
         console.print(escape(line))
     if result.missing:

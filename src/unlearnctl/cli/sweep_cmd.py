@@ -24,10 +24,16 @@ from .common import (
 from .options import ConfigFormatOption, JsonFlag, PrintConfigFlag, StudyOutOption
 
 _STATUS_STYLE = {"done": "green", "failed": "red", "blocked": "red", "interrupted": "yellow", "pending": "dim"}
+#: the statuses of a cell that is through with this sweep (``failed``: after its retries); an ``interrupted``
+#: cell is not (the next sweep resumes it), nor is one about to be retried
+FINISHED = ("done", "failed", "blocked")
 
 
 class RichSweepReporter:
-    """A bar over the cells to run (done / total, time left), and a line per finished cell."""
+    """A bar over the cells to run (finished / total, time left), and a line per cell that ends.
+
+    The bar counts the cells this sweep is through with (:data:`FINISHED`): a stopped sweep does not show its
+    interrupted cells as done."""
 
     def __init__(self, out: Console) -> None:
         self.console = out
@@ -74,7 +80,7 @@ class RichSweepReporter:
                 last = str(record["error"]).strip().splitlines()[-1:]
                 line += f": {escape(last[0]) if last else ''}"
         self.progress.console.print(line)
-        self._update(0 if retrying else 1)
+        self._update(1 if status in FINISHED and not retrying else 0)
 
     def stop(self) -> None:
         self.progress.stop()

@@ -9,15 +9,14 @@ Two shapes of an attack's result are drawn, whichever attack returns them: ``roc
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results import AUDIT_SCHEMA_VERSION
-from ..rundir import atomic_write_bytes
 from .eval_record import describe_model, setting_record
+from .figures import pyplot, save_png
 
 if TYPE_CHECKING:
     from .audit import PreparedAudit
@@ -97,19 +96,8 @@ def _curves(result: Any) -> dict[str, tuple[list[float], list[float]]]:
     return out
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def _grid(n: int) -> tuple[Any, list[Any]]:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), dpi=110, squeeze=False)
@@ -127,10 +115,6 @@ def plot_name(attack: str) -> str:
 def write_audit_plots(payload: dict[str, Any], folder: Path) -> dict[str, Path]:
     """The plots of ``payload`` into ``folder``: ``audit-roc.png`` (every ROC curve) and one
     ``audit-<attack>.png`` per attack that returns ``curves``. Returns name -> path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-
     results: dict[str, dict[str, Any]] = payload["results"]
     roles = [r for r in ROLE_TITLES if r in results]
     files: dict[str, Path] = {}
@@ -156,7 +140,7 @@ def write_audit_plots(payload: dict[str, Any], folder: Path) -> dict[str, Path]:
             ax.legend(loc="lower right", fontsize=8)
         fig.suptitle("membership inference: ROC per role (diagonal = chance)")
         fig.tight_layout()
-        files["roc"] = _save(fig, folder / ROC_PLOT)
+        files["roc"] = save_png(fig, folder / ROC_PLOT)
 
     for attack in payload["attacks"]:
         per_role = {r: _curves(results[r].get(attack)) for r in roles}
@@ -187,5 +171,5 @@ def write_audit_plots(payload: dict[str, Any], folder: Path) -> dict[str, Path]:
             ax.legend(fontsize=8)
         fig.suptitle(attack)
         fig.tight_layout()
-        files[attack] = _save(fig, folder / plot_name(attack))
+        files[attack] = save_png(fig, folder / plot_name(attack))
     return files

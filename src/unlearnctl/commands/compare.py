@@ -12,7 +12,8 @@ from ..errors import UsageError
 from ..integrity import check_run
 from ..manifest import Manifest, read_manifest
 from ..results import read_audit, read_metrics
-from ..rundir import atomic_write_bytes, check_new_file
+from ..rundir import check_new_file
+from .figures import pyplot, save_png
 
 # --- compare ------------------------------------------------------------------------------------------
 
@@ -195,12 +196,7 @@ def trade_off_plot(result: CompareResult, path: Path, overwrite: bool = False, o
     """
     path = Path(path)
     check_new_file(path, overwrite, option)
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     points = [r for r in result.rows if r.get("recognition_rate") is not None and r.get("fid") is not None]
     refs = [r for r in result.references if r.get("recognition_rate") is not None and r.get("fid") is not None]
@@ -248,8 +244,4 @@ def trade_off_plot(result: CompareResult, path: Path, overwrite: bool = False, o
     ax.set_title("Forgetting vs. utility (ideal: bottom left)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False, ncol=1)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)

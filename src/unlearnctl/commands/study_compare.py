@@ -26,7 +26,6 @@ from .study_read import COMPARED_ROLES, CellData, LoadedStudy, is_study, load_st
 __all__ = ["CellData", "LoadedStudy", "aggregate", "compare_study", "is_study", "load_study", "pareto_front"]
 
 
-
 @dataclass(frozen=True)
 class MetricSpec:
     """One number compared across groups: its key, a short column title, digits shown, and where it comes from."""
@@ -53,6 +52,8 @@ METRIC_KEYS = tuple(m.key for m in METRICS)
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 #: the metrics that get a per-forget-set table (a row per group, a column per forget set)
 TABLE_METRICS = ("recognition_rate", "fid", "fid_to_retrain")
+#: the overall table's columns (the others -- KID, MIA AUC, steps -- are in --json): a readable width
+OVERALL_COLUMNS = ("recognition_rate", "kept_rate", "fid", "fid_to_retrain", "recognition_gap", "wall_time_s")
 #: the metrics ``--x`` may put on the trade-off plot's x axis (lower is read as better, as for the front)
 PLOT_X_METRICS = ("recognition_rate", "mia_auc", "recognition_gap", "fid_to_retrain")
 #: the base model's numbers (metrics.json ``results.reference``): it has no retrain distance, time or steps
@@ -121,6 +122,9 @@ class GroupSummary:
     on_front: bool = False
     #: ``{"difference", "threshold", "within_noise"}``: this group's mean FID against the base's (noise floor)
     fid_vs_base: dict[str, Any] | None = None
+    #: the cells' ``seconds`` in study.json (the sweep's time for the cell: forget + eval, its last attempt):
+    #: ``{"n", "mean", "total"}`` over the cells that have one (:func:`seconds_summary`); None for the base
+    seconds: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def ivs(d: dict[str, Interval | None]) -> dict[str, Any]:
@@ -142,6 +146,7 @@ class GroupSummary:
             "point": point,
             "on_front": self.on_front,
             "fid_vs_base": self.fid_vs_base,
+            "seconds": self.seconds,
         }
 
 
@@ -160,6 +165,8 @@ class StudyComparison:
     notes: list[str]
     warnings: list[str]
     n_cells: int
+    #: the study's compute: every study.json cell's ``seconds`` (every role and status; :func:`compute_summary`)
+    compute: dict[str, Any] | None = None
 
     @property
     def front(self) -> list[str]:
@@ -202,6 +209,7 @@ class StudyComparison:
             "missing": self.missing,
             "notes": self.notes,
             "warnings": self.warnings,
+            "compute": self.compute,
         }
 
 
@@ -210,6 +218,30 @@ def group_title(group: GroupSummary, limit: int = 80) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in group.options.items())
     text = group.label + (f" ({opts})" if opts else "")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_metrics(result: StudyComparison) -> list[str]:
+    """The overall table's metrics (:data:`OVERALL_COLUMNS`, in :data:`METRICS` order) some group (or the base)
+    has a value for: an all-empty column is left out."""
+    rows = [*result.groups, *([result.base] if result.base else [])]
+    return [m.key for m in METRICS if m.key in OVERALL_COLUMNS and any(g.overall.get(m.key) is not None for g in rows)]
+
+
+def noise_floor_text(result: StudyComparison) -> str | None:
+    """The noise floor's numbers and verdict in one sentence (None without a noise floor)."""
+    floor = result.noise_floor
+    if floor is None:
+        return None
+    between = floor.get("fid_between_draws_mean")
+    text = (
+        f"noise floor: FID to real std {floor['fid_to_real_std']:.2f}"
+        + (f", FID between draws mean {between:.2f}" if between is not None else "")
+        + f"; a group's FID is within noise when |mean FID - base FID| < {floor['threshold']:.2f}"
+    )
+    within = [group_title(g) for g in result.groups if g.fid_vs_base and g.fid_vs_base["within_noise"]]
+    if within:
+        text += f" ({', '.join(within)})"
+    return text
 
 
 def format_cell(iv: Interval | None, metric: str) -> str:
@@ -241,6 +273,42 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return front
+
+
+def _seconds(cell: dict[str, Any]) -> float | None:
+    return _number(cell.get("seconds"))
+
+
+def seconds_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{"n", "mean", "total"}`` of the study.json records' ``seconds`` (n: how many have one; mean None if none).
+    ``math.fsum``: the total is the correctly rounded sum, whatever the order."""
+    values = [s for s in (_seconds(r) for r in records) if s is not None]
+    total = math.fsum(values)
+    return {"n": len(values), "mean": total / len(values) if values else None, "total": total}
+
+
+def compute_summary(records: Sequence[dict[str, Any]], compared: Sequence[str] | None = None) -> dict[str, Any]:
+    """The study's compute from every study.json cell record: the total of their ``seconds`` over every role
+    (method, retrain, noise floor) and status (a failed or interrupted cell's time was spent too), split into the
+    ``compared`` cells (ids; default: all but the noise-floor cells), the noise-floor cell(s) and the rest (cells
+    not done, or done without their files); a part without a timed cell is None. A cell's ``seconds`` is its
+    last attempt's (the sweep overwrites it on a retry), so a retried cell counts once."""
+    default = (r.get("id") for r in records if r.get("role") != "noise-floor")
+    ids = set(default if compared is None else compared)
+
+    def total(part: Sequence[dict[str, Any]]) -> float | None:
+        summary = seconds_summary(part)
+        return summary["total"] if summary["n"] else None
+
+    summary = seconds_summary(records)
+    return {
+        "cells": len(records),
+        "timed": summary["n"],
+        "total_s": summary["total"] if summary["n"] else None,
+        "compared_s": total([r for r in records if r.get("id") in ids]),
+        "noise_floor_s": total([r for r in records if r.get("role") == "noise-floor"]),
+        "other_s": total([r for r in records if r.get("id") not in ids and r.get("role") != "noise-floor"]),
+    }
 
 
 def _protocol_signature(metrics: dict[str, Any]) -> str:
@@ -329,6 +397,7 @@ def aggregate(
     x_metric: str = "recognition_rate",
     seed: int = 0,
     notes: Sequence[str] = (),
+    records: Sequence[dict[str, Any]] | None = None,
 ) -> StudyComparison:
     """Group the done cells by their ``group`` key and compute every interval (``method``: ``t`` or
     ``bootstrap``, at confidence ``level``; ``seed`` seeds the bootstrap).
@@ -339,7 +408,10 @@ def aggregate(
       interval);
     - the trade-off point of each group (``x_metric`` against FID, over the cells that have both) and the front
       of the groups (not the base) by those means: :func:`pareto_front`;
-    - with a noise floor, each group's mean FID against the base's (:func:`noise_floor_summary`).
+    - with a noise floor, each group's mean FID against the base's (:func:`noise_floor_summary`);
+    - wall time: each group's cells' study.json ``seconds`` (:func:`seconds_summary`) and the study's compute
+      (:func:`compute_summary`) over ``records`` -- every study.json cell record, including the noise-floor cell
+      and the cells not done -- or, without ``records``, over the given cells' records.
     """
     if method not in INTERVAL_METHODS:
         raise UsageError(f"unknown interval {method!r}: choose one of {', '.join(INTERVAL_METHODS)}")
@@ -349,6 +421,7 @@ def aggregate(
     notes = list(notes)
     warnings: list[str] = []
     grouped: dict[str, list[tuple[str, str, dict[str, float | None]]]] = {}
+    group_records: dict[str, list[dict[str, Any]]] = {}
     info: dict[str, tuple[str, dict[str, Any], str]] = {}
     base_rows: list[tuple[str, str, dict[str, float | None]]] = []
     seen_base: set[str] = set()
@@ -367,6 +440,7 @@ def aggregate(
             forget_sets.append(forget_set)
         info.setdefault(key, (label, options, role))
         grouped.setdefault(key, []).append((cell["id"], forget_set, cell_values(data.metrics, data.manifest)))
+        group_records.setdefault(key, []).append(cell)
         protocols.add(_protocol_signature(data.metrics))
         base_row = base_values(data.metrics)
         if base_row is not None:
@@ -390,6 +464,7 @@ def aggregate(
             notes.append(
                 f"{group_title(summary)}: {left_out} cell(s) without {x_title} or FID left out of the trade-off plot"
             )
+        summary.seconds = seconds_summary(group_records[key])
         groups.append(summary)
     base: GroupSummary | None = None
     if base_rows:
@@ -425,6 +500,10 @@ def aggregate(
         notes=notes,
         warnings=warnings,
         n_cells=sum(len(rows) for rows in grouped.values()),
+        compute=compute_summary(
+            list(records) if records is not None else [d.cell for d in cells],
+            [r["id"] for rs in group_records.values() for r in rs],
+        ),
     )
 
 
@@ -453,4 +532,5 @@ def compare_study(
         x_metric=x_metric,
         seed=seed,
         notes=loaded.notes,
+        records=[c for c in loaded.index.get("cells", []) if isinstance(c, dict)],
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..rundir import atomic_write_bytes, check_new_file
+from ..rundir import check_new_file
+from .figures import pyplot, save_png
 from .intervals import Interval
 from .study_compare import METRIC_BY_KEY, StudyComparison, group_title
 
@@ -38,12 +39,7 @@ def study_plot(result: StudyComparison, path: Path, overwrite: bool = False, opt
     """
     path = Path(path)
     check_new_file(path, overwrite, option)
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = [g for g in result.groups if g.point is not None]
     base = result.base if result.base is not None and result.base.point is not None else None
@@ -119,8 +115,4 @@ def study_plot(result: StudyComparison, path: Path, overwrite: bool = False, opt
     ax.set_title(f"{_short(result.name, 50)}: forgetting vs. utility, {level} {result.interval} intervals")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False, ncol=1)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)

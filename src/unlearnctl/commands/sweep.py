@@ -336,9 +336,10 @@ class _Scheduler:
         except UsageError as exc:  # its folder became unusable since triage
             self.settle(cell, CellOutcome(cell.id, 2, 0.0, None, str(exc)))
             return
-        if stage == "done":
+        if stage == "done":  # finished since triage: the reporter counts it like any finished cell
             self.records[cell.id]["status"] = "done"
             self.result.skipped.append(cell.id)
+            self.reporter.cell_finished(cell, self.records[cell.id], False)
             return
         task = CellTask(
             cell.id, tuple(tuple(c) for c in commands), str(self.study.resolve()), cell.log, threads=self.threads

@@ -22,8 +22,7 @@ from pydantic import Field
 
 from unlearnctl import Method
 
-from .common import ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
-from .erasediff import DEFAULT_STEPS
+from .common import BASELINE_STEPS, ERASEDIFF_DEFAULTS, BaselineOptions, StepsOptions, Trainer
 from .retrain import class_names_of, train_options_for
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ class Blindspot(Method):
     name = "blindspot"
 
     class Options(BaselineOptions, _BlindspotOptions):
-        steps: int = Field(DEFAULT_STEPS, ge=1, description="unlearning steps (the same budget as erasediff's default)")
+        steps: int = Field(BASELINE_STEPS, ge=1, description="unlearning steps (docs/baselines.md: the budget)")
         lr: float = Field(ERASEDIFF_DEFAULTS.lr, gt=0, description="Adam learning rate of the unlearning steps")
 
     def check(self, model: DiffusionModel, split: ForgetSplit) -> None:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
 
-#: outer steps on the built-in ddpm-digits model (see docs/erasediff.md, "Choosing the defaults")
-DEFAULT_STEPS = 150
+#: outer steps on the built-in ddpm-digits model: the setting the tuning protocol chose (docs/protocol.md)
+DEFAULT_STEPS = 600
 
 #: The defaults that differ on an unconditional model, where only the ``uniform`` target applies: the
 #: sampler's gaussian input corruption, a small fixed lambda, twice the remaining images per step, a longer
@@ -222,9 +222,9 @@ class EraseDiff(Method):
             "gaussian (eps ~ N(0, I), as the sampler sees it); the target is u either way",
         )
         lambda_rule: LambdaRule = Field(
-            "bome",
-            description="how lambda_i is chosen each step: fixed (the authors' default), bome, cosine or value "
-            "(docs/erasediff.md)",
+            "fixed",
+            description="how lambda_i is chosen each step: fixed (the authors' default, chosen by docs/protocol.md), "
+            "bome, cosine or value (docs/erasediff.md)",
         )
         lambda_: float = Field(0.1, ge=0, alias="lambda", description="lambda of the fixed rule (weight of grad q)")
         eta: float = Field(0.1, ge=0, description="eta of the bome, cosine and value rules")

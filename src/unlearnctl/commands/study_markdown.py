@@ -1,0 +1,201 @@
+"""``unlearnctl compare STUDY --markdown FILE``: the study comparison as GitHub-flavoured Markdown tables.
+
+A results page can then embed generated tables instead of hand-copied numbers. Pure: from the
+:class:`~unlearnctl.commands.study_compare.StudyComparison` that the rich tables and ``--json`` come from, to a
+string; every number goes through the same formatting as the console tables (:func:`format_interval`,
+:func:`format_cell`: rates 3 decimals, FID 2, time 1), so the Markdown shows ``--json``'s values rounded, never
+numbers of its own. In order: a title line, not-done cells and warnings, the overall table (the base model
+last), the per-forget-set tables, the noise floor, the wall time, the notes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from .study_compare import (
+    METRIC_BY_KEY,
+    TABLE_METRICS,
+    GroupSummary,
+    StudyComparison,
+    format_cell,
+    format_interval,
+    noise_floor_text,
+    shown_metrics,
+)
+
+__all__ = ["format_seconds", "markdown_cell", "markdown_table", "study_markdown"]
+
+
+def markdown_cell(text: Any) -> str:
+    """``text`` made safe for one table cell: ``|`` escaped, line breaks (which would end the row) as spaces."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str) -> str:
+    """A GFM table; ``align`` has one letter per column: ``l`` left, ``r`` right, ``c`` centre."""
+    if len(align) != len(headers) or any(len(row) != len(headers) for row in rows):
+        raise ValueError("a Markdown table needs as many alignments and cells per row as headers")
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = [
+        "| " + " | ".join(markdown_cell(h) for h in headers) + " |",
+        "| " + " | ".join(rule[a] for a in align) + " |",
+        *("| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Seconds with one decimal (study.json records them so), ``-`` for none."""
+    return "-" if seconds is None else f"{seconds:.1f}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def _options(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+
+
+def _name(group: GroupSummary) -> str:
+    """As the console table names a row: the label, ``label (retrain)`` for a renamed retrain group, the base."""
+    if group.role == "retrain" and group.label != "retrain":
+        return f"{group.label} (retrain)"
+    if group.role == "base":
+        return "base model"
+    return group.label
+
+
+def _rows(result: StudyComparison) -> list[GroupSummary]:
+    return [*result.groups, *([result.base] if result.base else [])]
+
+
+def _n(group: GroupSummary) -> int:
+    """Cells in a group; for the base, its distinct evaluations (the largest n of its intervals)."""
+    if group.role == "base":
+        return max((iv.n for iv in group.overall.values() if iv), default=0)
+    return len(group.cells)
+
+
+def _title(result: StudyComparison) -> str:
+    return (
+        f"## Study {result.name}: {result.n_cells} cells, mean [{result.level * 100:g}% {result.interval} "
+        "interval] over forget sets x seeds"
+    )
+
+
+def _status(result: StudyComparison) -> list[str]:
+    out = []
+    if result.missing:
+        counts = Counter(
+            "done without its files" if m.get("status") == "done" else str(m.get("status")) for m in result.missing
+        )
+        by_status = ", ".join(f"{n} {status}" for status, n in counts.items())
+        out.append(f"> {len(result.missing)} cell(s) not done ({by_status}): left out of every number.")
+    out += [f"> **Warning:** {w}" for w in result.warnings]
+    return out
+
+
+def _overall(result: StudyComparison) -> list[str]:
+    metrics = shown_metrics(result)
+    headers = ["group", "options", "n", *(METRIC_BY_KEY[k].title for k in metrics), "front"]
+    rows = []
+    for g in _rows(result):
+        cells = [format_interval(g.overall.get(k), k) for k in metrics]
+        if g.fid_vs_base is not None and g.fid_vs_base["within_noise"] and "fid" in metrics:
+            cells[metrics.index("fid")] += " (within noise)"
+        rows.append([_name(g), _options(g.options), str(_n(g)), *cells, "*" if g.on_front else ""])
+    x_title = METRIC_BY_KEY[result.x_metric].title
+    caption = (
+        f"Each cell: mean [low, high] over the group's cells; n: cells. `*`: on the front, non-dominated by mean "
+        f"{x_title} and mean FID (both lower = better). Base model: the cells' `results.reference`, one row per "
+        "distinct evaluation. time s: the forgetting run's wall time (manifest.json)."
+    )
+    return [markdown_table(headers, rows, "llr" + "r" * len(metrics) + "c"), "", caption]
+
+
+def _per_forget_set(result: StudyComparison, metric: str) -> list[str]:
+    title = METRIC_BY_KEY[metric].title
+    headers = ["group", "options", *result.forget_sets, "all"]
+    rows = [
+        [
+            _name(g),
+            _options(g.options),
+            *(format_cell(g.per_forget_set.get(fs, {}).get(metric), metric) for fs in result.forget_sets),
+            format_cell(g.overall.get(metric), metric),
+        ]
+        for g in _rows(result)
+    ]
+    return [
+        f"### {title} per forget set: mean ± half-width (n seeds)",
+        "",
+        markdown_table(headers, rows, "ll" + "r" * (len(result.forget_sets) + 1)),
+    ]
+
+
+def _noise_floor(result: StudyComparison) -> list[str]:
+    text = noise_floor_text(result)
+    if text is None:
+        return []
+    out = ["### Noise floor", "", text[0].upper() + text[1:] + "."]
+    verdicts = [g for g in result.groups if g.fid_vs_base is not None]
+    if verdicts:
+        rows = [
+            [
+                _name(g),
+                _options(g.options),
+                f"{g.fid_vs_base['difference']:+.2f}",
+                "yes" if g.fid_vs_base["within_noise"] else "no",
+            ]
+            for g in verdicts
+            if g.fid_vs_base is not None
+        ]
+        out += ["", markdown_table(["group", "options", "mean FID - base FID", "within noise"], rows, "llrc")]
+    return out
+
+
+def _wall_time(result: StudyComparison) -> list[str]:
+    rows = []
+    for g in result.groups:
+        sec = g.seconds or {"n": 0, "mean": None, "total": 0.0}
+        rows.append(
+            [_name(g), _options(g.options), str(len(g.cells)), str(sec["n"]), format_seconds(sec["mean"]),
+             format_seconds(sec["total"]) if sec["n"] else "-"]
+        )  # fmt: skip
+    out = [
+        "### Wall time",
+        "",
+        markdown_table(["group", "options", "cells", "timed", "mean s", "total s"], rows, "llrrrr"),
+        "",
+        "Per cell: the sweep's time for the cell (forget and eval), study.json `seconds` (its last attempt).",
+    ]
+    compute = result.compute
+    if compute and compute["timed"]:
+        parts = [
+            f"{what} {format_seconds(compute[key])} s"
+            for what, key in (
+                ("compared cells", "compared_s"),
+                ("noise floor", "noise_floor_s"),
+                ("cells not compared (not done, or without their files)", "other_s"),
+            )
+            if compute[key] is not None
+        ]
+        out += [
+            "",
+            f"Study total compute: {format_seconds(compute['total_s'])} s ({_hours(compute['total_s'])}) over "
+            f"{compute['timed']} timed cell(s) of {compute['cells']} in study.json: {', '.join(parts)}.",
+        ]
+    return out
+
+
+def study_markdown(result: StudyComparison) -> str:
+    """The comparison as Markdown (ends with a newline): see the module docstring for what and in which order."""
+    blocks: list[list[str]] = [[_title(result)], _status(result), _overall(result)]
+    shown = shown_metrics(result)
+    blocks += [_per_forget_set(result, m) for m in TABLE_METRICS if m in shown]
+    blocks += [_noise_floor(result), _wall_time(result)]
+    if result.notes:
+        blocks.append(["Notes:", "", *(f"- {note}" for note in result.notes)])
+    return "\n\n".join("\n".join(b) for b in blocks if b) + "\n"
