@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unlearnctl.commands.intervals import bootstrap_interval, interval, t_interval
+from unlearnctl.commands.intervals import bootstrap_interval, clip, interval, t_interval
 from unlearnctl.errors import UsageError
 
 #: t_{0.975, 4}, the textbook two-sided 95% quantile of Student t with 4 degrees of freedom
@@ -147,3 +147,15 @@ def test_t_half_width_scales_with_the_values(values, c):
     # ~1e-12; 1e-9 leaves room and still catches any other scaling (c**2, sqrt(c), a missing abs).
     assert scaled.half_width == pytest.approx(abs(c) * base.half_width, rel=1e-9)
     assert scaled.mean == pytest.approx(c * base.mean, rel=1e-9, abs=1e-9 * abs(c) * 1000)
+
+
+def test_clip_moves_only_the_ends_past_the_range():
+    iv = t_interval([0.0, 0.1, 0.0])
+    assert iv is not None and iv.low is not None and iv.low < 0
+    clipped = clip(iv, 0.0, 1.0)
+    assert clipped is not None
+    assert (clipped.low, clipped.high) == (0.0, iv.high)  # the high end is inside [0, 1]: untouched
+    assert (clipped.mean, clipped.std, clipped.half_width, clipped.n) == (iv.mean, iv.std, iv.half_width, iv.n)
+    assert clip(iv) == iv  # no range: unchanged
+    one = t_interval([0.5])
+    assert clip(one, 0.0, 1.0) == one and clip(None, 0.0, 1.0) is None  # nothing to clip

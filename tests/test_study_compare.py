@@ -220,8 +220,18 @@ def _t(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     return mean, float(low), float(high)
 
 
-def _close(iv: dict[str, Any], values: list[float]) -> None:
+#: the range each metric can take: an interval's ends are clipped to it
+RANGE: dict[str, tuple[float | None, float | None]] = {
+    "recognition_rate": (0.0, 1.0), "kept_rate": (0.0, 1.0), "mia_auc": (0.0, 1.0), "recognition_gap": (0.0, 1.0),
+    "fid": (0.0, None), "fid_to_retrain": (0.0, None), "wall_time_s": (0.0, None), "optimizer_steps": (0.0, None),
+}  # fmt: skip
+
+
+def _close(iv: dict[str, Any], values: list[float], metric: str) -> None:
     mean, low, high = _t(values)
+    bottom, top = RANGE.get(metric, (None, None))
+    low = low if bottom is None else max(low, bottom)
+    high = high if top is None else min(high, top)
     # float64 means of <= 18 numbers and two formulas for the same t quantile: a few ulps apart
     assert iv["n"] == len(values)
     assert iv["mean"] == pytest.approx(mean, rel=1e-12)
@@ -255,14 +265,15 @@ def test_json_groups_intervals_missing_front_and_noise_floor(cli, study, tiny_ru
     for group in data["groups"]:
         key = group["key"]
         for metric in ("recognition_rate", "kept_rate", "fid"):
-            _close(group["overall"][metric], _values(numbers, root, key, metric))
+            _close(group["overall"][metric], _values(numbers, root, key, metric), metric)
             for forget_set in FORGET_SETS:
-                _close(group["per_forget_set"][forget_set][metric], _values(numbers, root, key, metric, forget_set))
+                values = _values(numbers, root, key, metric, forget_set)
+                _close(group["per_forget_set"][forget_set][metric], values, metric)
         if group["role"] == "retrain":
             assert group["overall"]["fid_to_retrain"] is None
         else:
-            _close(group["overall"]["fid_to_retrain"], _values(numbers, root, key, "fid_to_retrain"))
-            _close(group["overall"]["recognition_gap"], _values(numbers, root, key, "recognition_gap"))
+            for metric in ("fid_to_retrain", "recognition_gap"):
+                _close(group["overall"][metric], _values(numbers, root, key, metric), metric)
         # every cell is a copy of one run: one wall time, a zero-width interval around it
         manifest = json.loads((tiny_run / "manifest.json").read_text())
         wall = group["overall"]["wall_time_s"]
@@ -450,6 +461,25 @@ def test_aggregate_matches_independent_intervals_and_skips_random_forget_sets_fr
     assert not by_mia.notes
     with pytest.raises(UsageError, match="--x"):
         aggregate(cells, x_metric="kept_rate")
+
+
+def test_intervals_are_clipped_to_the_range_of_their_metric():
+    """Rates near 0 over three seeds: the t interval reaches below 0, which a rate cannot; its low end is
+    clipped to 0, its high end, mean and half-width are the t interval's own (the plot's error bars too)."""
+    rates, fids = [0.0, 0.44, 0.13], [41.1, 31.4, 32.5]
+    pairs = enumerate(zip(rates, fids, strict=True))
+    cells = [CellData(_cell("a", "classes:2", seed), _metrics(r, f), MANIFEST) for seed, (r, f) in pairs]
+    (group,) = aggregate(cells).groups
+    rate = group.overall["recognition_rate"]
+    mean, low, high = _t(rates)
+    assert low < 0  # the case this test is about
+    assert rate is not None and rate.low == 0.0 and rate.high == pytest.approx(high, rel=1e-9)
+    assert rate.mean == pytest.approx(mean, rel=1e-12) and rate.half_width == pytest.approx(high - mean, rel=1e-9)
+    assert group.per_forget_set["classes:2"]["recognition_rate"].low == 0.0
+    assert group.point is not None and group.point["x"].low == 0.0
+    # FID's interval stays above 0 here, so it is the t interval unchanged
+    fid = group.overall["fid"]
+    assert fid is not None and fid.low == pytest.approx(_t(fids)[1], rel=1e-9)
 
 
 def test_format_cell():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -117,6 +117,17 @@ def bootstrap_interval(
     means = arr[idx].mean(axis=1)
     low, high = (float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
     return Interval(mean, low, high, int(arr.size), std, (high - low) / 2, "bootstrap", level)
+
+
+def clip(iv: Interval | None, low: float | None = None, high: float | None = None) -> Interval | None:
+    """``iv`` with its ends clipped to the range a metric can take (a rate to [0, 1], an FID to >= 0): a t
+    interval is symmetric about the mean and, for values near a bound, reaches past it. ``mean``, ``std`` and
+    ``half_width`` (the interval's own spread) are unchanged."""
+    if iv is None or iv.low is None or iv.high is None:
+        return iv
+    lo = iv.low if low is None else max(iv.low, low)
+    hi = iv.high if high is None else min(iv.high, high)
+    return replace(iv, low=lo, high=hi)
 
 
 def interval(

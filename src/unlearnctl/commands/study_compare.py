@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .compare import _get, summary_row
-from .intervals import INTERVAL_METHODS, Interval, IntervalMethod, check_level, interval
+from .intervals import INTERVAL_METHODS, Interval, IntervalMethod, check_level, clip, interval
 from .study_read import COMPARED_ROLES, CellData, LoadedStudy, is_study, load_study
 
 __all__ = ["CellData", "LoadedStudy", "aggregate", "compare_study", "is_study", "load_study", "pareto_front"]
@@ -34,19 +34,22 @@ class MetricSpec:
     title: str
     digits: int
     source: str
+    #: the range the metric can take; an interval's ends are clipped to it (:func:`.intervals.clip`)
+    low: float | None = None
+    high: float | None = None
 
 
 #: the metrics compared, in table order
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("recognition_rate", "forgot. recog.", 3, "metrics.json results.model forgetting.recognition_rate"),
-    MetricSpec("kept_rate", "kept", 3, "metrics.json results.model kept.mean_rate"),
-    MetricSpec("fid", "FID", 2, "metrics.json results.model fidelity.fid"),
+    MetricSpec("recognition_rate", "forgot. recog.", 3, "metrics.json results.model forgetting.recognition_rate", 0, 1),
+    MetricSpec("kept_rate", "kept", 3, "metrics.json results.model kept.mean_rate", 0, 1),
+    MetricSpec("fid", "FID", 2, "metrics.json results.model fidelity.fid", 0),
     MetricSpec("kid", "KID", 4, "metrics.json results.model fidelity.kid_mean"),
-    MetricSpec("mia_auc", "MIA AUC", 3, "metrics.json results.model membership.auc"),
-    MetricSpec("fid_to_retrain", "FID to retrain", 2, "metrics.json results.model retrain-distance.fid"),
-    MetricSpec("recognition_gap", "recog. gap", 3, "metrics.json results.model retrain-distance.recognition_gap"),
-    MetricSpec("wall_time_s", "time s", 1, "manifest.json wall_time_s"),
-    MetricSpec("optimizer_steps", "steps", 0, "manifest.json optimizer_steps"),
+    MetricSpec("mia_auc", "MIA AUC", 3, "metrics.json results.model membership.auc", 0, 1),
+    MetricSpec("fid_to_retrain", "FID to retrain", 2, "metrics.json results.model retrain-distance.fid", 0),
+    MetricSpec("recognition_gap", "recog. gap", 3, "metrics.json results.model retrain-distance.recognition_gap", 0, 1),
+    MetricSpec("wall_time_s", "time s", 1, "manifest.json wall_time_s", 0),
+    MetricSpec("optimizer_steps", "steps", 0, "manifest.json optimizer_steps", 0),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 METRIC_BY_KEY = {m.key: m for m in METRICS}
@@ -323,7 +326,9 @@ def _intervals(
     out: dict[str, Interval | None] = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
-        out[key] = interval([v for v in values if v is not None], method, level, seed)
+        spec = METRIC_BY_KEY.get(key)
+        iv = interval([v for v in values if v is not None], method, level, seed)
+        out[key] = clip(iv, spec.low, spec.high) if spec is not None else iv
     return out
 
 
@@ -347,8 +352,9 @@ def _summarise(
     both = [v for v in values if v.get(x_metric) is not None and v.get("fid") is not None]
     point = None
     if both:
-        x = interval([float(v[x_metric]) for v in both], method, level, seed)  # type: ignore[arg-type]
-        y = interval([float(v["fid"]) for v in both], method, level, seed)  # type: ignore[arg-type]
+        xs, ys = METRIC_BY_KEY[x_metric], METRIC_BY_KEY["fid"]
+        x = clip(interval([float(v[x_metric]) for v in both], method, level, seed), xs.low, xs.high)  # type: ignore[arg-type]
+        y = clip(interval([float(v["fid"]) for v in both], method, level, seed), ys.low, ys.high)  # type: ignore[arg-type]
         assert x is not None and y is not None
         point = {"x": x, "y": y, "n": len(both)}
     summary = GroupSummary(
