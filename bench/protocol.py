@@ -8,6 +8,7 @@ chosen options filled in::
     python bench/protocol.py round2 /work/studies/digits-tuning     # write docs/studies/digits-tuning-2.toml
     python bench/protocol.py select /work/studies/digits-tuning /work/studies/digits-tuning-2 [--write-spec]
     python bench/protocol.py goal /work/studies/digits-test     # EraseDiff against its goal, class by class
+    python bench/protocol.py results /work/studies/digits-test  # regenerate docs/results-digits.md's study blocks
 
 ``select`` prints the choice over every setting of the studies given (round 1 and round 2) and, with
 ``--write-spec``, writes ``docs/studies/digits-test.toml``. ``round2`` writes the second tuning round: around
@@ -43,6 +44,10 @@ MAX_FORGOTTEN = 0.01
 MAX_KEPT_DROP = 0.02
 #: EraseDiff's goal adds: the kept classes' FID within 10% of the base model's
 MAX_FID_RATIO = 1.10
+#: the groups of the test study that run EraseDiff at its defaults
+GOAL_LABELS = ("erasediff", "erasediff (every class)")
+RESULTS_PAGE = ROOT / "docs" / "results-digits.md"
+FRONT_PLOT = ROOT / "docs" / "img" / "digits-test-front.png"
 
 
 def _mean(group: dict[str, Any], key: str) -> float | None:
@@ -176,9 +181,9 @@ def round2(study: Path) -> None:
     print(f"wrote {out.relative_to(ROOT)}")
 
 
-def goal(study: Path, labels: tuple[str, ...] = ("erasediff", "erasediff (every class)")) -> None:
-    """EraseDiff's goal, forget set by forget set (see the module docstring); exits 1 when a class misses it."""
-    data = read_study(study)
+def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> tuple[str, int]:
+    """EraseDiff's goal, forget set by forget set, as a Markdown table (see the module docstring), and how many
+    single classes miss it."""
     base = data["base"]["per_forget_set"]
     rows = []
     for group in data["groups"]:
@@ -198,31 +203,76 @@ def goal(study: Path, labels: tuple[str, ...] = ("erasediff", "erasediff (every 
             )
             rows.append((forget_set, metrics["recognition_rate"]["n"], mean, ref_mean, ratio, checks))
     if not rows:
-        raise SystemExit(f"{study} has no done cell labelled {' or '.join(labels)}")
+        raise SystemExit(f"the study has no done cell labelled {' or '.join(labels)}")
+
+    def single(forget_set: str) -> bool:
+        return forget_set.startswith("classes:") and "," not in forget_set
+
     # single classes first, worst last: most recognised, then the largest FID ratio
-    rows.sort(key=lambda r: (not r[0].startswith("classes:") or "," in r[0], r[2]["recognition_rate"], r[4] or 0))
-    print("| forget set | seeds | forgotten recognised | kept (base) | FID (base) | FID / base | "
-          "<= 1% | kept within 2 pt | FID within 10% |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    missed = 0
+    rows.sort(key=lambda r: (not single(r[0]), r[2]["recognition_rate"], r[4] or 0))
+    lines = [
+        "| forget set | seeds | forgotten recognised | kept (base) | FID (base) | FID / base | <= 1% | "
+        "kept within 2 pt | FID within 10% |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for forget_set, n, mean, ref_mean, ratio, checks in rows:
-        single = forget_set.startswith("classes:") and "," not in forget_set
-        missed += single and not all(checks)
         marks = " | ".join("yes" if ok else "**no**" for ok in checks)
-        print(
+        lines.append(
             f"| {forget_set} | {n} | {_fmt(mean['recognition_rate'], 3)} | {_fmt(mean['kept_rate'], 3)} "
             f"({_fmt(ref_mean['kept_rate'], 3)}) | {_fmt(mean['fid'], 2)} ({_fmt(ref_mean['fid'], 2)}) | "
             f"{_fmt(ratio, 2)} | {marks} |"
         )
-    singles = [r for r in rows if r[0].startswith("classes:") and "," not in r[0]]
+    singles = [r for r in rows if single(r[0])]
+    missed = sum(not all(r[5]) for r in singles)
     if singles:
         worst = max(singles, key=lambda r: (r[2]["recognition_rate"], r[4] or 0))
-        print(f"\nworst class: {worst[0]} (recognised {_fmt(worst[2]['recognition_rate'], 3)}, "
-              f"FID / base {_fmt(worst[4], 2)}); classes missing the goal: {missed} of {len(singles)}")  # fmt: skip
+        lines.append(
+            f"\nWorst class: {worst[0]} (recognised {_fmt(worst[2]['recognition_rate'], 3)}, FID / base "
+            f"{_fmt(worst[4], 2)}). Classes missing the goal: {missed} of {len(singles)}."
+        )
     if data.get("missing"):
-        print(f"note: {len(data['missing'])} cells of the study are not done: provisional")
+        lines.append(f"\nProvisional: {len(data['missing'])} cells of the study are not done.")
+    return "\n".join(lines), missed
+
+
+def goal(study: Path) -> None:
+    """Print :func:`goal_table` for ``study``; exit 1 when a class misses the goal."""
+    text, missed = goal_table(read_study(study))
+    print(text)
     if missed:
         raise SystemExit(1)
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{RESULTS_PAGE.relative_to(ROOT)} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1]
+
+
+def results(study: Path) -> None:
+    """Regenerate the study's blocks of docs/results-digits.md: ``compare STUDY --markdown`` (the tables with
+    intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), and the
+    goal table."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = Path(tmp) / "study.md"
+        out = subprocess.run(
+            [str(UNLEARNCTL), "compare", str(study), "--json", "--markdown", str(tables), "--plot", str(FRONT_PLOT),
+             "--overwrite"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(out.stderr.strip())
+        data = json.loads(out.stdout)
+        markdown = tables.read_text(encoding="utf-8")
+    text = RESULTS_PAGE.read_text(encoding="utf-8")
+    text = _replace_block(text, "study", markdown)
+    text = _replace_block(text, "goal", goal_table(data)[0])
+    RESULTS_PAGE.write_text(text, encoding="utf-8")
+    print(f"wrote {RESULTS_PAGE.relative_to(ROOT)} and {FRONT_PLOT.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -235,11 +285,15 @@ def main() -> None:
     two.add_argument("study", type=Path)
     aim = sub.add_parser("goal", help="EraseDiff against its goal on the test study, forget set by forget set")
     aim.add_argument("study", type=Path)
+    res = sub.add_parser("results", help=f"regenerate the study's blocks of {RESULTS_PAGE.relative_to(ROOT)}")
+    res.add_argument("study", type=Path)
     args = parser.parse_args()
     if args.command == "round2":
         round2(args.study)
     elif args.command == "goal":
         goal(args.study)
+    elif args.command == "results":
+        results(args.study)
     else:
         select(args.studies, args.write_spec)
 

@@ -1,4 +1,4 @@
-"""The baselines of shared/spec/erasediff.md: each moves its own objective the right way on a tiny model,
+"""The baselines of the EraseDiff paper (docs/baselines.md): each moves its own objective the right way on a tiny model,
 keeps the promises particular to it, and passes the shared method contract."""
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def test_shared_defaults_match_erasediff(name: str) -> None:
     baselines' own (EraseDiff's was tuned to 600 by docs/protocol.md; theirs stay at 150)."""
     ours, theirs = method_class(name).Options(), EraseDiff.Options()
     shared = ["lr", "betas", "remain_batch_size", "forget_batch_size", "grad_clip", "ema_decay",
-              "save_ema", "antithetic", "class_dropout", "weight_decay"]  # fmt: skip
+              "save_ema", "antithetic", "class_dropout", "weight_decay", "lr_schedule", "lr_warmup_steps"]  # fmt: skip
     present = [k for k in shared if k in type(ours).model_fields]
     assert {"lr", "remain_batch_size", "grad_clip", "ema_decay"} <= set(present)
     for key in present:

@@ -54,11 +54,31 @@ def test_replay_of_an_unconditional_run(cli, tiny, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["verified"] is True
 
 
+def test_a_run_recorded_before_an_option_existed_replays(cli, tiny, tmp_path: Path) -> None:
+    """A manifest written before `lr_schedule` and `lr_warmup_steps` were added lacks them; they take their
+    defaults (which keep the recorded behaviour) and the weights verify. A recorded option that resolves
+    differently is still refused."""
+    original = run(tmp_path / "a")
+
+    def drop_new_options(data):
+        for key in ("lr_schedule", "lr_warmup_steps"):
+            del data["method"]["options"][key]
+
+    edit_manifest(original / "manifest.json", drop_new_options)
+    result = cli("replay", original, "--verify", "--out", tmp_path / "b", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verified"] is True
+
+    edit_manifest(original / "manifest.json", lambda d: d["method"]["options"].update(target="auto"))
+    result = cli("replay", original, "--verify", "--out", tmp_path / "c")
+    assert result.exit_code != 0 and "resolves the recorded options differently" in result.stderr
+
+
 def test_seed_and_options_change_the_output_hash(tiny, tmp_path: Path) -> None:
     base = read_manifest(run(tmp_path / "a")).weights.output_sha256
     assert read_manifest(run(tmp_path / "b")).weights.output_sha256 == base  # exact: same seed, ops, threads
     assert read_manifest(run(tmp_path / "c", seed=1)).weights.output_sha256 != base
-    assert read_manifest(run(tmp_path / "d", sets=["eta=0.5"])).weights.output_sha256 != base
+    assert read_manifest(run(tmp_path / "d", sets=["lambda=0.5"])).weights.output_sha256 != base
 
 
 def test_a_different_output_fails_verification(cli, tiny, tmp_path: Path) -> None:

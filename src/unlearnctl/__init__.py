@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time these come from __getat
     from .judge.verdicts import class_fractions, fractions, judge_images
     from .models.folder import DiffusionModel, file_sha256, folder_sha256, load_model_folder, state_sha256
     from .models.hub import load_hub_model
-    from .train_options import ARCHITECTURES, TrainOptions
+    from .train_options import ARCHITECTURES, LRSchedule, TrainOptions
     from .training import TrainResult, build_scheduler, build_unet, train_model
 
 #: public name -> the module (relative to this package) that defines it, imported on first use
@@ -128,6 +128,7 @@ _LAZY: dict[str, str] = {
     "state_sha256": "models.folder",
     "load_hub_model": "models.hub",
     "ARCHITECTURES": "train_options",
+    "LRSchedule": "train_options",
     "TrainOptions": "train_options",
     "TrainResult": "training",
     "build_scheduler": "training",
@@ -158,6 +159,7 @@ __all__ = [
     "ForgetSplit",
     "ImageSet",
     "ImageSubset",
+    "LRSchedule",
     "LoadReport",
     "Method",
     "Metric",

@@ -186,8 +186,9 @@ def _validation_message(cls: type[Component], exc: ValidationError) -> str:
         msg = msg[:1].lower() + msg[1:]
         if err.get("type") == "missing":
             messages.append(f"option '{key}' is required{allowed}")
-        elif not key:
-            messages.append(msg)
+        elif not key:  # a check across options (a model validator): its own message, without pydantic's prefix
+            error = (err.get("ctx") or {}).get("error")
+            messages.append(str(error) if err.get("type") == "value_error" and error is not None else msg)
         else:
             messages.append(f"bad value for option '{key}': got {_show(err.get('input'))} ({msg}){allowed}")
     return "; ".join(messages)

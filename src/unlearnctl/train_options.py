@@ -13,6 +13,10 @@ from pydantic import Field
 
 from .components import Options
 
+#: the learning-rate schedules of an unlearning method's optimizer (``UnlearnRun.make_optimizer``; diffusers'
+#: ``get_scheduler`` names)
+LRSchedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
+
 Arch = Literal["digits-small", "tiny"]
 
 #: UNet2DModel settings of each architecture preset (sample_size, channels and classes come from the data).

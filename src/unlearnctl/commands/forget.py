@@ -179,6 +179,10 @@ class ForgetResult:
     manifest: Manifest
 
 
+#: a recorded option the method no longer has
+_MISSING = object()
+
+
 def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForget:
     """Validate the whole request and load its inputs. Writes nothing; bad input raises ``UsageError``.
 
@@ -255,7 +259,9 @@ def prepare_forget(request: ForgetRequest, registry: Any = None) -> PreparedForg
     # 5. the method's own check against the model and the split (it may resolve 'auto' options)
     method.check(model, split)
     method_config = component_config(registry, "method", method)
-    if rec is not None and method_config.options != rec.method_options:
+    # an option added since the run was recorded is not in the record: it takes its default, which keeps the
+    # recorded behaviour (the rule for new options); every recorded option must resolve as recorded
+    if rec is not None and any(method_config.options.get(k, _MISSING) != v for k, v in rec.method_options.items()):
         raise VerificationError(f"method '{method.name}' resolves the recorded options differently now")
     command = list(req.command) if req.command is not None else list(sys.argv[1:])
     return PreparedForget(

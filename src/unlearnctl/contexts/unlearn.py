@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import torch
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from ..checkpoints import StepLoop
@@ -24,11 +25,14 @@ from ..data.batching import BatchStream
 from ..data.sets import ForgetSplit
 from ..diffusion import sample_timesteps
 from ..distributed import SINGLE, World, all_reduce_mean_, mean_values
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, UsageError
 from ..lifecycle import RunInfo
 from ..models.folder import DiffusionModel
 from ..rundir import LOG_FILE
 from ..runtime import Precision, check_precision, prepare_module, seeded_generator
+from ..train_options import LRSchedule
+
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
 # --- the runner that methods use ----------------------------------------------------------------
 
@@ -39,7 +43,8 @@ class UnlearnRun(RunInfo):
     Attributes set for the method: ``model`` (its UNet on ``device``, train mode), ``split``,
     ``device``, ``precision``, ``generator`` (seeded CPU generator for the method's own draws),
     ``total_steps`` (``Method.total_steps()``), ``ema`` and ``ema_decay`` (after :meth:`use_ema`),
-    ``optimizer`` (after :meth:`make_optimizer`), ``optimizer_steps``.
+    ``optimizer`` (after :meth:`make_optimizer`), ``lr_scheduler`` (its schedule; None: a constant rate),
+    ``optimizer_steps``.
     For progress and trackers it is the run's :class:`~unlearnctl.lifecycle.RunInfo`: ``kind``
     (``"forget"`` or ``"replay"``), ``description``, ``out_dir`` (the final run folder, which exists
     once the run has finished), ``work_dir`` (the folder being written: ``log.jsonl`` is there),
@@ -88,6 +93,11 @@ class UnlearnRun(RunInfo):
         # every process draws its own noise and timesteps for its shard of each batch
         self.generator = seeded_generator(seed, method_stream(world))
         self.optimizer: torch.optim.Optimizer | None = None
+        #: the learning-rate schedule of ``optimizer`` (None: a constant rate, no scheduler at all)
+        self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._lr_schedulers: dict[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler] = {}
+        #: the rate the last step of a scheduled ``optimizer`` used (what log.jsonl's ``lr`` shows)
+        self._step_lr: float | None = None
         self.ema: EMAModel | None = None
         #: the EMA's decay (set by :meth:`use_ema`; None: no EMA)
         self.ema_decay: float | None = None
@@ -168,15 +178,58 @@ class UnlearnRun(RunInfo):
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        *,
+        lr_schedule: LRSchedule = "constant",
+        lr_warmup_steps: int = 0,
     ) -> torch.optim.Optimizer:
-        """Adam (the authors' optimizer), or AdamW when ``weight_decay`` > 0."""
+        """Adam (the authors' optimizer), or AdamW when ``weight_decay`` > 0, with a learning-rate schedule.
+
+        ``lr_schedule`` ``constant`` with no warm-up (the default, the authors' setting) makes no scheduler at
+        all. Otherwise diffusers' ``get_scheduler(lr_schedule, num_warmup_steps=lr_warmup_steps,
+        num_training_steps=total_steps)``: ``constant_with_warmup``, ``linear`` or ``cosine`` (to 0 at the last
+        step), each after a linear warm-up from 0 over ``lr_warmup_steps`` steps. It is stepped after every
+        optimizer step taken (not after an fp16 step skipped for an overflow), kept in checkpoints
+        (``run.lr_scheduler``), and ``log.jsonl``'s ``lr`` is the rate each step used.
+        """
+        self._check_schedule(lr_schedule, lr_warmup_steps)
         params = list(params)
         if weight_decay > 0:
             self.optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
         else:
             self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas)
         self.track("optimizer", self.optimizer)
+        self.lr_scheduler, self._step_lr = None, None
+        if lr_schedule != "constant" or lr_warmup_steps > 0:
+            scheduler = get_scheduler(
+                lr_schedule,
+                self.optimizer,
+                num_warmup_steps=lr_warmup_steps,
+                num_training_steps=self.total_steps,
+            )
+            self.lr_scheduler = self._lr_schedulers[self.optimizer] = self.track("lr_scheduler", scheduler)
+            self._step_lr = self.optimizer.param_groups[0]["lr"]
         return self.optimizer
+
+    def _check_schedule(self, lr_schedule: str, lr_warmup_steps: int) -> None:
+        """Refuse a schedule :meth:`make_optimizer` cannot follow, in one line naming the option."""
+        if lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"unknown lr_schedule '{lr_schedule}': use one of {', '.join(LR_SCHEDULES)}")
+        if lr_warmup_steps < 0:
+            raise UsageError(f"lr_warmup_steps must be >= 0, got {lr_warmup_steps}")
+        if lr_schedule == "constant" and lr_warmup_steps > 0:
+            raise UsageError(
+                f"lr_warmup_steps={lr_warmup_steps} needs a schedule with a warm-up: set lr_schedule to "
+                "constant_with_warmup, linear or cosine (constant has none)"
+            )
+        if lr_schedule == "constant" and lr_warmup_steps == 0:
+            return
+        if self.total_steps is None:
+            raise ValueError(f"lr_schedule '{lr_schedule}' needs run.total_steps (the method's `steps` option)")
+        if lr_warmup_steps > self.total_steps:
+            raise UsageError(
+                f"lr_warmup_steps={lr_warmup_steps} is longer than the run ({self.total_steps} steps): set "
+                f"lr_warmup_steps to at most {self.total_steps}, or more steps"
+            )
 
     def track(self, name: str, obj: Any, *, per_rank: bool = False) -> Any:
         """Keep ``obj``'s state in the run's checkpoints and restore it on ``--resume`` (returns ``obj``).
@@ -249,6 +302,8 @@ class UnlearnRun(RunInfo):
         is an error (:class:`NonFiniteError`): at once on the CPU, at the next read of the logged values
         on an accelerator (:attr:`defer_host_reads`; always before a checkpoint is written).
         """
+        if optimizer is self.optimizer and optimizer in self._lr_schedulers:
+            self._step_lr = optimizer.param_groups[0]["lr"]  # the rate of this step (taken or skipped)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if len(params) != len(grads):
             raise ValueError(f"apply_gradients: {len(grads)} gradients for {len(params)} parameters")
@@ -282,6 +337,9 @@ class UnlearnRun(RunInfo):
 
     def _step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
+        scheduler = self._lr_schedulers.get(optimizer)
+        if scheduler is not None:  # only here: a step skipped for an fp16 overflow does not advance it
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         self.optimizer_steps += 1
         if self.ema is not None:
@@ -315,7 +373,8 @@ class UnlearnRun(RunInfo):
         """
         line: dict[str, Any] = {"step": step, **values}
         if self.optimizer is not None and "lr" not in line:
-            line["lr"] = self.optimizer.param_groups[0]["lr"]
+            # a schedule: the rate the step's update used (the optimizer's now is the next step's)
+            line["lr"] = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
         line["time"] = round(time.perf_counter() - self._start, 4)
         if not self.defer_host_reads:
             self._emit({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in line.items()})

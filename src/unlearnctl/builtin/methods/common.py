@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from unlearnctl import Options
+from unlearnctl import LRSchedule, Options
 
-from .erasediff import EraseDiff, draw_surrogates
+from .erasediff import EraseDiff, check_lr_schedule, draw_surrogates
 from .losses import relabel_loss
 
 if TYPE_CHECKING:
@@ -60,7 +60,19 @@ class BaselineOptions(StepsOptions):
     """The options every baseline shares with erasediff's outer update, with erasediff's defaults."""
 
     lr: float = Field(ERASEDIFF_DEFAULTS.lr, gt=0, description="Adam learning rate")
+    lr_schedule: LRSchedule = Field(
+        ERASEDIFF_DEFAULTS.lr_schedule,
+        description="schedule of the learning rate (diffusers' get_scheduler): constant (the authors' constant "
+        "rate, as erasediff), constant_with_warmup, linear or cosine (decay to 0 at the last step)",
+    )
+    lr_warmup_steps: int = Field(
+        ERASEDIFF_DEFAULTS.lr_warmup_steps,
+        ge=0,
+        description="steps of linear warm-up from 0 to lr (0 = none, the authors'); at most steps, and "
+        "with a schedule other than constant",
+    )
     betas: tuple[float, float] = Field(ERASEDIFF_DEFAULTS.betas, description="Adam betas")
+    _schedule = model_validator(mode="after")(check_lr_schedule)
     weight_decay: float = Field(
         ERASEDIFF_DEFAULTS.weight_decay, ge=0, description="weight decay (> 0 switches to AdamW)"
     )
@@ -97,8 +109,9 @@ class Trainer:
     """The update every baseline shares: optimizer, EMA, batch streams, draws, the losses and the step.
 
     Built at the point where the method starts its steps (what it prepares before, it prepares first):
-    Adam -- AdamW with a weight decay -- on ``params`` (default: every trainable weight of the UNet), an
-    EMA of the weights only when it is saved, and endless shuffled batches of D_r and, where the options
+    Adam -- AdamW with a weight decay -- on ``params`` (default: every trainable weight of the UNet) with the
+    options' learning-rate schedule (``lr_schedule``, ``lr_warmup_steps``), an EMA of the weights only when
+    it is saved, and endless shuffled batches of D_r and, where the options
     have a ``forget_batch_size``, of D_f. ``remain`` and ``forget`` replace those streams with the
     method's own (``(x0, labels)`` batches on the device).
     """
@@ -115,7 +128,10 @@ class Trainer:
         self.run = run
         if params is None:
             params = [p for p in run.model.unet.parameters() if p.requires_grad]
-        self.optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.optimizer = run.make_optimizer(
+            params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
+            lr_schedule=o.lr_schedule, lr_warmup_steps=o.lr_warmup_steps,
+        )  # fmt: skip
         run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
         self.remain = remain if remain is not None else run.batches("remain", o.remain_batch_size)
         if forget is None and o.forget_batch_size is not None:

@@ -1,8 +1,8 @@
 """EraseDiff: unlearning as a bilevel problem, solved with a first-order (BOME-style) update.
 
 Wu et al., "EraseDiff: Erasing Data Influence in Diffusion Models" (arXiv 2401.05779; CVPR 2025 as
-"Erasing Undesirable Influence in Diffusion Models"). The contract is ``shared/spec/erasediff.md``;
-``docs/erasediff.md`` explains each option and where this differs from the authors' code.
+"Erasing Undesirable Influence in Diffusion Models"). ``docs/erasediff.md`` explains each option and where
+this differs from the authors' code.
 
     min_theta F(theta)  s.t.  q(theta) := f(theta) - min_phi f(phi) <= 0
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from unlearnctl import Method, Options, UsageError
+from unlearnctl import LRSchedule, Method, Options, UsageError
 
 from .losses import check_relabel, relabel_loss, uniform_loss
 
@@ -29,6 +29,27 @@ if TYPE_CHECKING:
     from unlearnctl import DiffusionModel, ForgetSplit, UnlearnRun
 
 LambdaRule = Literal["fixed", "bome", "cosine", "value"]
+
+
+def check_lr_schedule(options: Any) -> Any:
+    """Refuse a warm-up the options' schedule cannot take, when the options are made.
+
+    ``UnlearnRun.make_optimizer`` refuses the same at the first step; a method that prepares for minutes
+    first (a teacher, a Fisher matrix, replay samples) should not get that far. For options with ``steps``,
+    ``lr_schedule`` and ``lr_warmup_steps`` (erasediff's and every baseline's, where ``steps`` is the run).
+    """
+    warmup, steps = options.lr_warmup_steps, options.steps
+    if options.lr_schedule == "constant" and warmup > 0:
+        raise ValueError(
+            f"lr_warmup_steps={warmup} needs a schedule with a warm-up: set lr_schedule to "
+            "constant_with_warmup, linear or cosine (constant has none)"
+        )
+    if warmup > steps:
+        raise ValueError(
+            f"lr_warmup_steps={warmup} is longer than the run ({steps} steps): set lr_warmup_steps to at most "
+            f"{steps}, or more steps"
+        )
+    return options
 
 #: outer steps on the built-in ddpm-digits model: the setting the tuning protocol chose (docs/protocol.md)
 DEFAULT_STEPS = 600
@@ -233,7 +254,20 @@ class EraseDiff(Method):
         )
         inner_lr: float | None = Field(None, gt=0, description="learning rate of the inner Adam steps (None: lr)")
         lr: float = Field(1e-4, gt=0, description="Adam learning rate of the outer update")
+        lr_schedule: LRSchedule = Field(
+            "constant",
+            description="schedule of the outer learning rate (diffusers' get_scheduler): constant (the authors' "
+            "constant rate), constant_with_warmup, linear or cosine (decay to 0 at the last step); the inner "
+            "steps keep inner_lr",
+        )
+        lr_warmup_steps: int = Field(
+            0,
+            ge=0,
+            description="steps of linear warm-up from 0 to lr (0 = none, the authors'); at most steps, and "
+            "with a schedule other than constant",
+        )
         betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (outer and inner)")
+        _schedule = model_validator(mode="after")(check_lr_schedule)
         log_q: bool = Field(
             False, description="run the inner steps under fixed/bome/cosine too, to log q (no effect on the update)"
         )
@@ -310,7 +344,10 @@ class EraseDiff(Method):
         model, unet = run.model, run.model.unet
         self.check(model, run.split)
         params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = run.make_optimizer(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        optimizer = run.make_optimizer(
+            params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay,
+            lr_schedule=o.lr_schedule, lr_warmup_steps=o.lr_warmup_steps,
+        )  # fmt: skip
         run.use_ema(o.ema_decay if o.save_ema else 0.0)  # the EMA is kept only when it is saved
         # The inner problem's weights phi, reset to theta_i every step. Only the `value` rule reads the inner
         # result; under the others it cannot change the update (docs/erasediff.md), so it runs only for log_q.
