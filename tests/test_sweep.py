@@ -320,3 +320,25 @@ def test_the_progress_bar_counts_finished_cells_not_interrupted_or_retried_ones(
     assert statuses == {"ok": "done", "bad": "failed", "needs-bad": "blocked", "cut": "interrupted"}
     text = out.getvalue()
     assert "retry bad" in text and "interrupted cut" in text
+
+
+def test_a_cells_seconds_sum_every_attempt(tmp_path):
+    """A cell stopped, resumed by a later sweep, failed once and retried spent every attempt's time:
+    study.json's ``seconds`` is their sum (what the study's compute adds up), and ``attempts`` counts them."""
+    from types import SimpleNamespace
+
+    from unlearnctl.cells import CellOutcome
+    from unlearnctl.commands.sweep import Reporter, _Scheduler
+
+    p = SimpleNamespace(study=tmp_path, request=SimpleNamespace(retries=1))
+    cell = SimpleNamespace(id="c")
+    first = _Scheduler(p, {"cells": [{"id": "c"}]}, Reporter())  # type: ignore[arg-type]
+    first.settle(cell, CellOutcome("c", 143, 30.31, "forget", cancelled=True))  # stopped mid-forget
+    assert index(tmp_path)["cells"][0]["seconds"] == 30.3  # rounded to 0.1 s as recorded
+    # the next sweep reads the index back and goes on with the same record
+    second = _Scheduler(p, index(tmp_path), Reporter())  # type: ignore[arg-type]
+    second.settle(cell, CellOutcome("c", 1, 12.0, "eval", "out of memory"))  # failed, retried
+    second.settle(cell, CellOutcome("c", 0, 8.5))  # done
+    record = index(tmp_path)["cells"][0]
+    assert record["status"] == "done" and record["attempts"] == 3
+    assert record["seconds"] == round(round(30.3 + 12.0, 1) + 8.5, 1)  # each record rounded, as written

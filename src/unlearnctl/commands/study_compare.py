@@ -125,7 +125,7 @@ class GroupSummary:
     on_front: bool = False
     #: ``{"difference", "threshold", "within_noise"}``: this group's mean FID against the base's (noise floor)
     fid_vs_base: dict[str, Any] | None = None
-    #: the cells' ``seconds`` in study.json (the sweep's time for the cell: forget + eval, its last attempt):
+    #: the cells' ``seconds`` in study.json (the sweep's time for the cell: forget + eval, every attempt):
     #: ``{"n", "mean", "total"}`` over the cells that have one (:func:`seconds_summary`); None for the base
     seconds: dict[str, Any] | None = None
 
@@ -294,8 +294,8 @@ def compute_summary(records: Sequence[dict[str, Any]], compared: Sequence[str] |
     """The study's compute from every study.json cell record: the total of their ``seconds`` over every role
     (method, retrain, noise floor) and status (a failed or interrupted cell's time was spent too), split into the
     ``compared`` cells (ids; default: all but the noise-floor cells), the noise-floor cell(s) and the rest (cells
-    not done, or done without their files); a part without a timed cell is None. A cell's ``seconds`` is its
-    last attempt's (the sweep overwrites it on a retry), so a retried cell counts once."""
+    not done, or done without their files); a part without a timed cell is None. A cell's ``seconds`` sums
+    all its attempts (retries, and a stopped cell resumed by a later sweep), so the total is the compute spent."""
     default = (r.get("id") for r in records if r.get("role") != "noise-floor")
     ids = set(default if compared is None else compared)
 

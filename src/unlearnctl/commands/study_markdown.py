@@ -169,7 +169,7 @@ def _wall_time(result: StudyComparison) -> list[str]:
         "",
         markdown_table(["group", "options", "cells", "timed", "mean s", "total s"], rows, "llrrrr"),
         "",
-        "Per cell: the sweep's time for the cell (forget and eval), study.json `seconds` (its last attempt).",
+        "Per cell: the sweep's time for the cell (forget and eval), study.json `seconds` (every attempt, summed).",
     ]
     compute = result.compute
     if compute and compute["timed"]:

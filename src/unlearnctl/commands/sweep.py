@@ -307,8 +307,11 @@ class _Scheduler:
         """Record how ``cell`` ended; a failure is queued again while it has retries left."""
         rec = self.records[cell.id]
         rec["attempts"] = int(rec.get("attempts") or 0) + 1
+        # every attempt's time, summed: a retried, stopped or resumed cell spent it all (a resumed forget goes on
+        # from its checkpoint, so the last attempt alone would leave out the forgetting done before it)
+        spent = float(rec.get("seconds") or 0.0) + outcome.seconds
         rec.update(
-            seconds=round(outcome.seconds, 1), returncode=outcome.returncode, host=outcome.host,
+            seconds=round(spent, 1), returncode=outcome.returncode, host=outcome.host,
             failed_command=outcome.failed_command,
         )  # fmt: skip
         retrying = False
