@@ -257,7 +257,7 @@ def test_eval_config_round_trip_gives_the_same_numbers(cli, eval_run: Path, tmp_
     text = print_config(cli, "eval", eval_run, *EVAL_FAST, "--out", tmp_path / "e2")
     assert not (tmp_path / "e2").exists()
     config = tomllib.loads(text)
-    unset = {"against", "retrain", "classes", "dataset", "data_dir", "judge"}
+    unset = {"against", "retrain", "classes", "dataset", "data_dir", "judge", "sample_cache"}
     assert set(config["eval"]) == set(EVAL_SPEC.keys) - unset
     assert config["eval"]["metrics"] == ["forgetting", "kept", "fidelity", "membership"]
     registry = get_registry()

@@ -98,6 +98,8 @@ def test_a_spec_expands_to_every_setting_forget_set_and_seed(tmp_path):
     by_set = {c.forget_label: c.id for c in retrains}
     assert all(c.retrain == by_set[c.forget_label] for c in methods)
     assert all(c.eval_config["eval"]["retrain"] == f"cells/{c.retrain}" for c in methods)
+    # every eval shares the study's sample cache (the base model sampled once, each retrain model once)
+    assert {c.eval_config["eval"]["sample_cache"] for c in methods + retrains} == {"cache/samples"}
     # seed by seed: a study cut short has whole seeds
     assert [c.seed for c in methods] == sorted(c.seed for c in methods)
     # the ids are content-addressed: the same spec gives the same ids; another eval protocol, new ids

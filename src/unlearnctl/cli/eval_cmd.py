@@ -308,6 +308,16 @@ def register(app: typer.Typer) -> None:
                 "PNG) and record the torch-fidelity call that re-scores them (docs/eval.md).",
             ),
         ] = False,
+        sample_cache: Annotated[
+            Path | None,
+            typer.Option(
+                "--sample-cache",
+                help="Keep each draw of samples in this folder (safetensors) and read it back when every input "
+                "matches (weights, protocol, seed, device, threads, versions): a study's cells sample their base "
+                "and retrain models once (docs/eval.md).",
+                show_default=False,
+            ),
+        ] = None,
         no_verify: NoVerifyFlag = False,
         json_output: JsonFlag = False,
         print_config: PrintConfigFlag = False,
@@ -354,6 +364,7 @@ def register(app: typer.Typer) -> None:
             out=out,
             overwrite=overwrite,
             save_samples=save_samples,
+            sample_cache=sample_cache,
             command=command_line(ctx),
             config=config,
             given=given,

@@ -75,7 +75,7 @@ EVAL_SPEC = ConfigSpec(
     (
         "target", "against", "retrain", "classes", "dataset", "data_dir", "data_options", "metrics", "judge",
         "num_samples", "sampler", "steps", "guidance", "eta", "seed", "batch_size", "channels_last", "compile",
-        "device", "threads", "out", "overwrite",
+        "device", "threads", "out", "overwrite", "sample_cache",
     ),
     legacy_ok=False,
     data_option_pairs=True,

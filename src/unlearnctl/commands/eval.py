@@ -25,6 +25,7 @@ import torch
 
 from ..config import resolve_options
 from ..contexts.evaluation import EvalContext, end_sample_requests, serve_sample_requests
+from ..contexts.sample_cache import SampleCache
 from ..contexts.study import DEFAULT_SAMPLES_PER_CLASS, EvalShared, SamplingProtocol
 from ..diffusion import Sampler
 from ..distributed import SINGLE, World, init_world
@@ -111,6 +112,9 @@ class EvalRequest:
     grids: bool = True
     #: ``--save-samples``: keep the images FID/KID were computed on, and how torch-fidelity re-scores them
     save_samples: bool = False
+    #: ``--sample-cache DIR``: draws of samples kept between commands and read back when every input matches
+    #: (a study's cells share their base and retrain models' draws; docs/eval.md)
+    sample_cache: Path | None = None
     command: list[str] = field(default_factory=list)
     #: ``--config FILE``: an [eval] table (these options) and [metrics.NAME] tables (each metric's options)
     config: Path | None = None
@@ -258,11 +262,22 @@ def prepare_eval(request: EvalRequest, registry: Any = None) -> PreparedEval:
         command="eval",
     )
     notes += class_notes
+    if req.sample_cache is not None:
+        shared.sample_cache = sample_cache(Path(req.sample_cache))
     if retrain is not None:
         notes += retrain_notes(retrain, shared.forget_classes)
     return PreparedEval(
         req, registry, subject, reference, reference_source, metrics, shared, out_dir, notes, device, retrain
     )
+
+
+def sample_cache(folder: Path) -> SampleCache:
+    """``--sample-cache``: refuses a path that is a file (a folder that does not exist yet is created on the
+    first draw stored)."""
+    folder = folder.expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--sample-cache '{folder}' is a file: name a folder (it is created when missing)")
+    return SampleCache(folder)
 
 
 def retrain_notes(retrain: EvalModel, forget_classes: Sequence[int]) -> list[str]:
@@ -310,6 +325,7 @@ def eval_config(p: PreparedEval) -> ResolvedConfig:
         "threads": req.threads if req.threads is not None else torch.get_num_threads(),
         "out": str(req.out) if req.out is not None else None,
         "overwrite": req.overwrite,
+        "sample_cache": str(req.sample_cache) if req.sample_cache is not None else None,
         "data_options": parse_data_options(list(req.data_options)),
     }
     metrics = {m.name: m.options.model_dump(mode="json", by_alias=True) for m in p.metrics}

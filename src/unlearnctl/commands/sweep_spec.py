@@ -27,6 +27,8 @@ from ..errors import UsageError
 
 #: keys of the spec's [forget] table that the sweep sets itself, per cell
 FORGET_OWN_KEYS = ("model", "classes", "forget", "method", "seed", "out", "config")
+#: the sample cache of every cell's eval (``eval --sample-cache``), relative to the study folder
+STUDY_SAMPLE_CACHE = "cache/samples"
 #: keys of the spec's [eval] table that the sweep sets itself, per cell
 EVAL_OWN_KEYS = ("target", "out", "overwrite", "retrain", "config", "classes")
 #: the eval keys a noise-floor cell takes over (its sampling protocol, judge and data)
@@ -277,6 +279,9 @@ def _cell(
         "out": run,
     }
     eval_table: dict[str, Any] = {**common["eval"], "target": run}
+    # every cell's eval reads and keeps its draws in the study's sample cache: the base model is sampled once
+    # per protocol, each retrain model once (identical draws by construction; not part of the cell's hash)
+    eval_table.setdefault("sample_cache", STUDY_SAMPLE_CACHE)
     if retrain is not None:
         eval_table["retrain"] = f"cells/{retrain}"
     return Cell(

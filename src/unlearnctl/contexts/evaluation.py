@@ -31,6 +31,7 @@ from ..components import Metric
 from ..distributed import broadcast_from_main, gather_objects, gather_to_main
 from ..models.folder import DiffusionModel
 from ..runtime import prepare_module
+from .sample_cache import draw_key
 from .study import EvalShared, ModelContext, SamplingCost, initial_noise, sample_under
 
 #: ``"retrain"``: the gold-standard model of ``eval --retrain`` (:attr:`EvalContext.retrain`)
@@ -139,18 +140,48 @@ class EvalContext(ModelContext):
                 self._generate(list(plan) if cls in plan else [cls])
         return self._samples[cls]
 
+    def _plan(self, classes: Sequence[int | None]) -> tuple[int, torch.Tensor | None, str]:
+        """A draw of ``classes``: how many images, their labels (None: unconditional) and its random stream."""
+        p = self.protocol
+        if classes == [None]:
+            n, labels = self.num_unconditional_samples, None
+        else:
+            n = p.samples_per_class * len(classes)
+            labels = torch.tensor([c for c in classes for _ in range(p.samples_per_class)], dtype=torch.long)
+        # One stream per class set (the set is always `sample_classes`, or one class outside it): the same
+        # class gets the same noise for the model and its reference, whatever metrics run.
+        stream = "samples-" + ("uncond" if labels is None else ",".join(str(c) for c in classes))
+        return n, labels, stream
+
     def _generate(self, classes: Sequence[int | None]) -> None:
         """One batched draw of the samples of ``classes``; its cost is added to ``self.cost``.
 
         With several processes, the main process first asks the others (waiting in
         :func:`serve_sample_requests`) to take part; each process computes a contiguous run of whole
         batches (:meth:`~unlearnctl.distributed.World.batch_shard`) and the main process gathers them.
+        With a sample cache (one process), a draw it holds is read back instead, and a new one is stored.
         """
         world = self._shared.world
+        n, labels, stream = self._plan(classes)
+        p = self.protocol
+        cache = self._shared.sample_cache if not world.distributed else None
+        key = None
+        if cache is not None:
+            start = time.perf_counter()
+            key = draw_key(
+                self.model, p.describe(), command=self.command, stream=stream, n=n, device=self.device,
+                labels=None if labels is None else labels.tolist(),
+            )  # fmt: skip
+            cached = cache.load(key, (n, self.model.channels, self.model.image_size, self.model.image_size))
+            if cached is not None:
+                self.cost.seconds += time.perf_counter() - start
+                self.cost.images += n
+                self.cost.cached_images += n
+                self._keep(classes, labels, cached)
+                return
         if world.distributed and world.is_main:
             broadcast_from_main((self.role, list(classes)), world)
             self._shared.drawing = True
-        p = self.protocol
         unet = self.model.unet.to(self.device)
         if not self._speedups_applied:  # once per model: each application compiles anew
             prepare_module(unet, channels_last=p.channels_last, compile=p.compile)
@@ -165,15 +196,6 @@ class EvalContext(ModelContext):
         handle = unet.register_forward_pre_hook(count)
         start = time.perf_counter()
         try:
-            if classes == [None]:
-                n = self.num_unconditional_samples
-                labels = None
-            else:
-                n = p.samples_per_class * len(classes)
-                labels = torch.tensor([c for c in classes for _ in range(p.samples_per_class)], dtype=torch.long)
-            # One stream per class set (the set is always `sample_classes`, or one class outside it): the
-            # same class gets the same noise for the model and its reference, whatever metrics run.
-            stream = "samples-" + ("uncond" if labels is None else ",".join(str(c) for c in classes))
             # what diffusion.sample draws from the stream for all n images (step-noise seed, initial noise),
             # then this process's batches of them
             step_seed, noise = initial_noise(self.generator(stream), p, self.model, n)
@@ -202,12 +224,18 @@ class EvalContext(ModelContext):
         self.cost.unet_image_evaluations += sum(c[1] for c in counted)
         if gathered is None:  # not the main process: its images went there
             return
-        images = gathered
+        if cache is not None and key is not None:
+            cache.store(key, gathered)
+        self._keep(classes, labels, gathered)
+
+    def _keep(self, classes: Sequence[int | None], labels: torch.Tensor | None, images: torch.Tensor) -> None:
+        """Keep a draw's images by class."""
         if labels is None:
             self._samples[None] = images
         else:
+            per_class = self.protocol.samples_per_class
             for k, c in enumerate(classes):
-                self._samples[c] = images[k * p.samples_per_class : (k + 1) * p.samples_per_class]
+                self._samples[c] = images[k * per_class : (k + 1) * per_class]
 
     def sampled(self) -> dict[int | None, torch.Tensor]:
         """The samples generated so far, by class."""

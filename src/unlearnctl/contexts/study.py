@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..inputs import load_dataset_warned
 from ..models.folder import DiffusionModel
 from ..runtime import stream_seed
+from .sample_cache import SampleCache
 
 DEFAULT_SAMPLES_PER_CLASS = 50
 # --- the protocol ---------------------------------------------------------------------------------
@@ -126,6 +127,8 @@ class SamplingCost:
     unet_forward_calls: int = 0
     #: images through the UNet summed over calls (a guided step counts each image twice)
     unet_image_evaluations: int = 0
+    #: of ``images``, those read back from the sample cache instead of sampled (``eval --sample-cache``)
+    cached_images: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +136,7 @@ class SamplingCost:
             "images": self.images,
             "unet_forward_calls": self.unet_forward_calls,
             "unet_image_evaluations": self.unet_image_evaluations,
+            "cached_images": self.cached_images,
         }
 
 
@@ -158,6 +162,8 @@ class EvalShared:
     records: dict[str, Any] = field(default_factory=dict)
     data: dict[str, ImageSet] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    #: draws of samples kept between commands (``eval --sample-cache``; one process only), or None
+    sample_cache: SampleCache | None = None
     #: how to find the forget ids when first asked: the run's recorded selectors (re-run on the
     #: dataset, as ``replay`` does), else every training image of the forgotten classes
     forget_selectors: list[Any] | None = None
