@@ -18,7 +18,8 @@ def test_scaling_smoke_runs_one_and_two_cpu_processes(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run(
         [sys.executable, "bench/scaling.py", "--device", "cpu", "--tiny", "--gpus", "1,2", "--json", str(out)],
-        cwd=ROOT, env=env, text=True, capture_output=True, timeout=120,
+        cwd=ROOT, env=env, text=True, capture_output=True, timeout=600,  # a guard against a hang, not a speed
+        # check: a shared 2-core machine under load is slow, and speed is bench/'s job
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads(out.read_text())
