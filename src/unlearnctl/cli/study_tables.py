@@ -3,8 +3,6 @@ and the noise-floor line. Rendering only: the numbers come from :mod:`unlearnctl
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -21,16 +19,12 @@ from ..commands.study_compare import (
 )
 
 
-def _options_text(options: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+def _dim(text: str) -> str:
+    return f"[dim]{escape(text)}[/]"
 
 
 def _row_name(group: GroupSummary) -> str:
-    if group.role == "retrain" and group.label != "retrain":
-        return f"{escape(group.label)} [dim](retrain)[/]"
-    if group.role == "base":
-        return "[dim]base model[/]"
-    return escape(group.label)
+    return group.row_name(text=escape, quiet=_dim)
 
 
 def overall_table(result: StudyComparison) -> Table:
@@ -60,7 +54,7 @@ def overall_table(result: StudyComparison) -> Table:
             cells[i] += "\n[dim](within noise)[/]"
         table.add_row(
             _row_name(g),
-            escape(_options_text(g.options)),
+            escape(g.options_text),
             n,
             *cells,
             "*" if g.on_front else "",
@@ -82,9 +76,9 @@ def forget_set_table(result: StudyComparison, metric: str) -> Table:
     table.add_column("all", justify="right", overflow="fold")
     for g in [*result.groups, *([result.base] if result.base else [])]:
         name = _row_name(g)
-        opts = _options_text(g.options)
+        opts = g.options_text
         if opts != "-":
-            name += f"\n[dim]{escape(opts)}[/]"
+            name += "\n" + _dim(opts)
         table.add_row(
             name,
             *(format_cell(g.per_forget_set.get(fs, {}).get(metric), metric) for fs in result.forget_sets),

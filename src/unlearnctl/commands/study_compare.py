@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,21 @@ class GroupSummary:
     #: ``{"n", "mean", "total"}`` over the cells that have one (:func:`seconds_summary`); None for the base
     seconds: dict[str, Any] | None = None
 
+    @property
+    def options_text(self) -> str:
+        """The options as ``k=v, ...`` (``-`` for none), as every table shows them."""
+        return ", ".join(f"{k}={v}" for k, v in self.options.items()) or "-"
+
+    def row_name(self, text: Callable[[str], str] = str, quiet: Callable[[str], str] = str) -> str:
+        """How a table names this row: the label, ``label (retrain)`` for a renamed retrain group, ``base model``
+        for the base. ``text`` renders the label and ``quiet`` the parts that are not (a console table escapes
+        the one and dims the other; Markdown leaves both as they are)."""
+        if self.role == "retrain" and self.label != "retrain":
+            return f"{text(self.label)} {quiet('(retrain)')}"
+        if self.role == "base":
+            return quiet("base model")
+        return text(self.label)
+
     def to_dict(self) -> dict[str, Any]:
         def ivs(d: dict[str, Interval | None]) -> dict[str, Any]:
             return {k: (v.to_dict() if v is not None else None) for k, v in d.items()}
@@ -218,8 +233,7 @@ class StudyComparison:
 
 def group_title(group: GroupSummary, limit: int = 80) -> str:
     """``label (k=v, ...)`` for legends and notes."""
-    opts = ", ".join(f"{k}={v}" for k, v in group.options.items())
-    text = group.label + (f" ({opts})" if opts else "")
+    text = group.label + (f" ({group.options_text})" if group.options else "")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -55,19 +55,6 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
-def _options(options: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
-
-
-def _name(group: GroupSummary) -> str:
-    """As the console table names a row: the label, ``label (retrain)`` for a renamed retrain group, the base."""
-    if group.role == "retrain" and group.label != "retrain":
-        return f"{group.label} (retrain)"
-    if group.role == "base":
-        return "base model"
-    return group.label
-
-
 def _rows(result: StudyComparison) -> list[GroupSummary]:
     return [*result.groups, *([result.base] if result.base else [])]
 
@@ -106,7 +93,7 @@ def _overall(result: StudyComparison) -> list[str]:
         cells = [format_interval(g.overall.get(k), k) for k in metrics]
         if g.fid_vs_base is not None and g.fid_vs_base["within_noise"] and "fid" in metrics:
             cells[metrics.index("fid")] += " (within noise)"
-        rows.append([_name(g), _options(g.options), str(_n(g)), *cells, "*" if g.on_front else ""])
+        rows.append([g.row_name(), g.options_text, str(_n(g)), *cells, "*" if g.on_front else ""])
     x_title = METRIC_BY_KEY[result.x_metric].title
     caption = (
         f"Each cell: mean [low, high] over the group's cells; n: cells. `*`: on the front, non-dominated by mean "
@@ -121,8 +108,8 @@ def _per_forget_set(result: StudyComparison, metric: str) -> list[str]:
     headers = ["group", "options", *result.forget_sets, "all"]
     rows = [
         [
-            _name(g),
-            _options(g.options),
+            g.row_name(),
+            g.options_text,
             *(format_cell(g.per_forget_set.get(fs, {}).get(metric), metric) for fs in result.forget_sets),
             format_cell(g.overall.get(metric), metric),
         ]
@@ -144,8 +131,8 @@ def _noise_floor(result: StudyComparison) -> list[str]:
     if verdicts:
         rows = [
             [
-                _name(g),
-                _options(g.options),
+                g.row_name(),
+                g.options_text,
                 f"{g.fid_vs_base['difference']:+.2f}",
                 "yes" if g.fid_vs_base["within_noise"] else "no",
             ]
@@ -161,7 +148,7 @@ def _wall_time(result: StudyComparison) -> list[str]:
     for g in result.groups:
         sec = g.seconds or {"n": 0, "mean": None, "total": 0.0}
         rows.append(
-            [_name(g), _options(g.options), str(len(g.cells)), str(sec["n"]), format_seconds(sec["mean"]),
+            [g.row_name(), g.options_text, str(len(g.cells)), str(sec["n"]), format_seconds(sec["mean"]),
              format_seconds(sec["total"]) if sec["n"] else "-"]
         )  # fmt: skip
     out = [
