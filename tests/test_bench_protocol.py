@@ -1,0 +1,96 @@
+"""``bench/protocol.py``: the digits protocol's selection rule and EraseDiff's goal table, on known inputs (the
+shape ``unlearnctl compare STUDY --json`` writes). The numbers the docs report go through these two functions."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def protocol() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_protocol", ROOT / "bench" / "protocol.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _iv(mean: float, n: int = 1) -> dict[str, Any]:
+    return {"mean": mean, "low": mean, "high": mean, "n": n}
+
+
+def _metrics(rate: float, kept: float, fid: float, n: int = 1) -> dict[str, Any]:
+    return {"recognition_rate": _iv(rate, n), "kept_rate": _iv(kept, n), "fid": _iv(fid, n)}
+
+
+def _group(label: str, per_forget_set: dict[str, dict[str, Any]], role: str = "method") -> dict[str, Any]:
+    return {"label": label, "role": role, "options": {}, "per_forget_set": per_forget_set, "overall": {}}
+
+
+def test_choose_takes_the_lowest_fid_among_settings_that_forget(protocol: ModuleType) -> None:
+    groups = [
+        {"label": "m", "options": {"a": 1}, "overall": _metrics(0.0, 1.0, 40.0)},
+        {"label": "m", "options": {"a": 2}, "overall": _metrics(0.01, 1.0, 35.0)},  # 1% is within the bar
+        {"label": "m", "options": {"a": 3}, "overall": _metrics(0.0, 0.97, 30.0)},  # kept classes drop 3 points
+        {"label": "m", "options": {"a": 4}, "overall": _metrics(0.02, 1.0, 20.0)},  # one sample too many
+    ]
+    chosen, met = protocol.choose(groups, base_kept=1.0)
+    assert met and chosen["options"] == {"a": 2}
+
+
+def test_choose_falls_back_to_the_lowest_recognition_then_fid(protocol: ModuleType) -> None:
+    groups = [
+        {"label": "m", "options": {"a": 1}, "overall": _metrics(0.04, 1.0, 30.0)},
+        {"label": "m", "options": {"a": 2}, "overall": _metrics(0.02, 1.0, 39.0)},
+        {"label": "m", "options": {"a": 3}, "overall": _metrics(0.02, 1.0, 38.0)},
+    ]
+    chosen, met = protocol.choose(groups, base_kept=1.0)
+    assert not met and chosen["options"] == {"a": 3}
+
+
+def test_goal_table_checks_every_forget_set_and_names_the_worst_class(protocol: ModuleType) -> None:
+    data = {
+        "base": {
+            "per_forget_set": {
+                "classes:2": _metrics(1.0, 1.0, 30.0),
+                "classes:8": _metrics(1.0, 1.0, 30.0),
+                "classes:0": _metrics(1.0, 1.0, 30.0),
+                "classes:1,7": _metrics(1.0, 1.0, 30.0),
+            }
+        },
+        "groups": [
+            _group("erasediff", {
+                "classes:2": _metrics(0.0, 1.0, 32.9, n=3),   # FID 9.7% above the base: meets the goal
+                "classes:8": _metrics(0.0, 0.975, 31.0, n=3),  # kept classes 2.5 points down
+                "classes:1,7": _metrics(0.5, 1.0, 30.0, n=3),  # not a single class: listed, not counted
+            }),
+            _group("erasediff (every class)", {"classes:0": _metrics(0.02, 1.0, 36.0)}),
+            _group("salun", {"classes:2": _metrics(0.5, 1.0, 90.0)}),  # another method: not in the table
+            _group("retrain", {"classes:8": _metrics(0.16, 1.0, 25.0)}, role="retrain"),
+        ],
+        "missing": [{"id": "x"}],
+    }  # fmt: skip
+    text, missed = protocol.goal_table(data)
+    rows = [line for line in text.splitlines() if line.startswith("| classes:")]
+    # single classes first, ordered by recognition then FID / base (the worst last), then the multi-class set
+    assert [r.split(" | ")[0] for r in rows] == ["| classes:8", "| classes:2", "| classes:0", "| classes:1,7"]
+    assert "| 0.000 (0.160) | 0.975 (1.000) |" in rows[0] and rows[0].endswith("| 1.03 | yes | **no** | yes |")
+    assert rows[1].endswith("| 1.10 | yes | yes | yes |")
+    assert "| 0.020 (-) |" in rows[2] and rows[2].endswith("| 1.20 | **no** | yes | **no** |")
+    assert "| salun" not in text and "90.00" not in text
+    assert missed == 2
+    assert "Worst class: classes:0 (recognised 0.020, FID / base 1.20). Classes missing the goal: 2 of 3." in text
+    assert "Provisional: 1 cells of the study are not done." in text
+
+
+def test_goal_table_without_erasediff_cells_says_so(protocol: ModuleType) -> None:
+    data = {"base": {"per_forget_set": {}}, "groups": [_group("salun", {"classes:2": _metrics(0.0, 1.0, 30.0)})]}
+    with pytest.raises(SystemExit, match="no done cell labelled erasediff"):
+        protocol.goal_table(data)
