@@ -21,11 +21,11 @@ from unlearnctl.commands.study_compare import (
     CellData,
     aggregate,
     compare_study,
-    format_cell,
     load_study,
     pareto_front,
 )
 from unlearnctl.commands.study_plot import study_plot
+from unlearnctl.commands.study_result import format_cell
 from unlearnctl.errors import UsageError
 from unlearnctl.judge.classifier import Judge
 from unlearnctl.rundir import METRICS_FILE, record_files

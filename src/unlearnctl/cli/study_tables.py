@@ -1,5 +1,6 @@
 """Rich tables of ``unlearnctl compare STUDY``: the overall table (a row per group), the per-forget-set tables
-and the noise-floor line. Rendering only: the numbers come from :mod:`unlearnctl.commands.study_compare`."""
+and the noise-floor line. Rendering only: the numbers come from :mod:`unlearnctl.commands.study_compare`
+(:mod:`unlearnctl.commands.study_result` holds their types and formatting)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..commands.study_compare import (
+from ..commands.study_result import (
     METRIC_BY_KEY,
     TABLE_METRICS,
     GroupSummary,
@@ -88,7 +89,7 @@ def forget_set_table(result: StudyComparison, metric: str) -> Table:
 
 
 def noise_floor_line(result: StudyComparison) -> str | None:
-    """The noise floor's numbers and verdict (:func:`~unlearnctl.commands.study_compare.noise_floor_text`)."""
+    """The noise floor's numbers and verdict (:func:`~unlearnctl.commands.study_result.noise_floor_text`)."""
     return noise_floor_text(result)
 
 

@@ -1,7 +1,7 @@
 """``unlearnctl compare STUDY --markdown FILE``: the study comparison as GitHub-flavoured Markdown tables.
 
 A results page can then embed generated tables instead of hand-copied numbers. Pure: from the
-:class:`~unlearnctl.commands.study_compare.StudyComparison` that the rich tables and ``--json`` come from, to a
+:class:`~unlearnctl.commands.study_result.StudyComparison` that the rich tables and ``--json`` come from, to a
 string; every number goes through the same formatting as the console tables (:func:`format_interval`,
 :func:`format_cell`: rates 3 decimals, FID 2, time 1), so the Markdown shows ``--json``'s values rounded, never
 numbers of its own. In order: a title line, not-done cells and warnings, the overall table (the base model
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .study_compare import (
+from .study_result import (
     METRIC_BY_KEY,
     TABLE_METRICS,
     GroupSummary,

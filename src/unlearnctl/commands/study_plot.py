@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..rundir import check_new_file
 from .figures import pyplot, save_png
 from .intervals import Interval
-from .study_compare import METRIC_BY_KEY, StudyComparison, group_title
+from .study_result import METRIC_BY_KEY, StudyComparison, group_title
 
 X_AXIS = {
     "recognition_rate": "forgotten-class recognition rate by the judge  (\u2190 more forgotten)",
