@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,9 @@ MAX_FID_RATIO = 1.10
 GOAL_LABELS = ("erasediff", "erasediff (every class)")
 RESULTS_PAGE = ROOT / "docs" / "results-digits.md"
 FRONT_PLOT = ROOT / "docs" / "img" / "digits-test-front.png"
+#: the results page's sample pictures: every method's cell (and the retrain cell) on this forget set, seed 0
+SAMPLES_DIR = ROOT / "docs" / "img" / "digits-test-samples"
+SAMPLES_FORGET_SET = "classes:2"
 
 
 def _mean(group: dict[str, Any], key: str) -> float | None:
@@ -261,10 +266,59 @@ def _replace_block(text: str, name: str, body: str) -> str:
     return head + start + "\n" + body.strip() + "\n" + end + rest.split(end, 1)[1]
 
 
+def sample_pictures(study: Path, forget_set: str = SAMPLES_FORGET_SET, seed: int = 0) -> str:
+    """Copy the eval pictures (``samples/eval-forgotten.png``: the base model's and the unlearned model's samples
+    conditioned on the forgotten class, side by side) of every done method and retrain cell of ``forget_set`` and
+    ``seed`` into :data:`SAMPLES_DIR`, and EraseDiff's kept-class picture; return the Markdown that shows them."""
+    index = read_json(study / "study.json")
+    if SAMPLES_DIR.exists():
+        for old in SAMPLES_DIR.glob("*.png"):
+            old.unlink()
+    SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+    rows, kept = [], None
+    for cell in index.get("cells", []):
+        if (cell.get("status"), cell.get("role"), cell.get("forget_label"), cell.get("seed")) not in {
+            ("done", "method", forget_set, seed), ("done", "retrain", forget_set, seed)
+        }:
+            continue
+        samples = study / cell["run"] / "samples"
+        if not (samples / "eval-forgotten.png").is_file():
+            continue
+        name = re.sub(r"[^a-z0-9]+", "-", str(cell["label"]).lower()).strip("-")
+        shutil.copyfile(samples / "eval-forgotten.png", SAMPLES_DIR / f"{name}.png")
+        rows.append(f"| {cell['label']} | ![{cell['label']}: samples conditioned on {forget_set}]"
+                    f"({SAMPLES_DIR.relative_to(RESULTS_PAGE.parent)}/{name}.png) |")  # fmt: skip
+        if cell["label"] == "erasediff" and (samples / "eval-kept.png").is_file():
+            kept = SAMPLES_DIR / "erasediff-kept.png"
+            shutil.copyfile(samples / "eval-kept.png", kept)
+    if not rows:
+        return f"No done cell of {forget_set} with seed {seed} yet."
+    lines = [
+        f"Samples conditioned on the forgotten class ({forget_set}, seed {seed}, eval seed 0: every model starts "
+        "from the same noise); left the base model, right the model after the method.",
+        "",
+        "| method | base model / after |",
+        "| --- | --- |",
+        *rows,
+    ]
+    if kept is not None:
+        lines += [
+            "",
+            "EraseDiff's kept classes, base model (left) and after (right), the same noise:",
+            "",
+            f"![erasediff: samples of the kept classes]({kept.relative_to(RESULTS_PAGE.parent)})",
+        ]
+    return "\n".join(lines)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def results(study: Path) -> None:
     """Regenerate the study's blocks of docs/results-digits.md: ``compare STUDY --markdown`` (the tables with
-    intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), and the
-    goal table."""
+    intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), the goal table,
+    and the sample pictures (:func:`sample_pictures`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -281,6 +335,7 @@ def results(study: Path) -> None:
     text = RESULTS_PAGE.read_text(encoding="utf-8")
     text = _replace_block(text, "study", markdown)
     text = _replace_block(text, "goal", goal_table(data)[0])
+    text = _replace_block(text, "samples", sample_pictures(study))
     RESULTS_PAGE.write_text(text, encoding="utf-8")
     print(f"wrote {RESULTS_PAGE.relative_to(ROOT)} and {FRONT_PLOT.relative_to(ROOT)}")
 
