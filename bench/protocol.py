@@ -52,6 +52,7 @@ RESULTS_PAGE = ROOT / "docs" / "results-digits.md"
 FRONT_PLOT = ROOT / "docs" / "img" / "digits-test-front.png"
 #: the results page's sample pictures: every method's cell (and the retrain cell) on this forget set, seed 0
 SAMPLES_DIR = ROOT / "docs" / "img" / "digits-test-samples"
+GOAL_PLOT = ROOT / "docs" / "img" / "digits-test-goal.png"
 SAMPLES_FORGET_SET = "classes:2"
 
 
@@ -186,9 +187,15 @@ def round2(study: Path) -> None:
     print(f"wrote {out.relative_to(ROOT)}")
 
 
-def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> tuple[str, int]:
-    """EraseDiff's goal, forget set by forget set, as a Markdown table (see the module docstring), and how many
-    single classes miss it."""
+def _single(forget_set: str) -> bool:
+    return forget_set.startswith("classes:") and "," not in forget_set
+
+
+def goal_rows(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> list[dict[str, Any]]:
+    """EraseDiff's goal, one row per forget set of the groups labelled ``labels``: the means over its seeds
+    (``mean``: forgotten recognised, kept, FID, and ``interval``: their t-intervals), the base model's
+    (``base``), FID / base (``ratio``), the three checks, and the retrain model's forgotten-class recognition
+    (``gold``). Single classes first, worst last (most recognised, then the largest FID ratio)."""
     base = data["base"]["per_forget_set"]
     retrain: dict[str, Any] = {}
     for group in data["groups"]:
@@ -210,36 +217,45 @@ def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> t
                 ref_mean["kept_rate"] is not None and mean["kept_rate"] >= ref_mean["kept_rate"] - MAX_KEPT_DROP,
                 ratio is not None and ratio <= MAX_FID_RATIO,
             )
-            gold = ((retrain.get(forget_set) or {}).get("recognition_rate") or {}).get("mean")
-            rows.append((forget_set, metrics["recognition_rate"]["n"], mean, ref_mean, ratio, checks, gold))
+            rows.append({
+                "forget_set": forget_set,
+                "n": metrics["recognition_rate"]["n"],
+                "mean": mean,
+                "interval": {k: metrics.get(k) for k in ("recognition_rate", "fid")},
+                "base": ref_mean,
+                "ratio": ratio,
+                "checks": checks,
+                "gold": ((retrain.get(forget_set) or {}).get("recognition_rate") or {}).get("mean"),
+            })  # fmt: skip
     if not rows:
         raise SystemExit(f"the study has no done cell labelled {' or '.join(labels)}")
+    rows.sort(key=lambda r: (not _single(r["forget_set"]), r["mean"]["recognition_rate"], r["ratio"] or 0))
+    return rows
 
-    def single(forget_set: str) -> bool:
-        return forget_set.startswith("classes:") and "," not in forget_set
 
-    # single classes first, worst last: most recognised, then the largest FID ratio
-    rows.sort(key=lambda r: (not single(r[0]), r[2]["recognition_rate"], r[4] or 0))
+def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> tuple[str, int]:
+    """:func:`goal_rows` as a Markdown table, the worst class named, and how many single classes miss the goal."""
+    rows = goal_rows(data, labels)
     lines = [
         "| forget set | seeds | forgotten recognised (retrain) | kept (base) | FID (base) | FID / base | <= 1% | "
         "kept within 2 pt | FID within 10% |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for forget_set, n, mean, ref_mean, ratio, checks, gold in rows:
-        marks = " | ".join("yes" if ok else "**no**" for ok in checks)
+    for r in rows:
+        mean, ref = r["mean"], r["base"]
+        marks = " | ".join("yes" if ok else "**no**" for ok in r["checks"])
         lines.append(
-            f"| {forget_set} | {n} | {_fmt(mean['recognition_rate'], 3)} ({_fmt(gold, 3)}) | "
-            f"{_fmt(mean['kept_rate'], 3)} "
-            f"({_fmt(ref_mean['kept_rate'], 3)}) | {_fmt(mean['fid'], 2)} ({_fmt(ref_mean['fid'], 2)}) | "
-            f"{_fmt(ratio, 2)} | {marks} |"
+            f"| {r['forget_set']} | {r['n']} | {_fmt(mean['recognition_rate'], 3)} ({_fmt(r['gold'], 3)}) | "
+            f"{_fmt(mean['kept_rate'], 3)} ({_fmt(ref['kept_rate'], 3)}) | {_fmt(mean['fid'], 2)} "
+            f"({_fmt(ref['fid'], 2)}) | {_fmt(r['ratio'], 2)} | {marks} |"
         )
-    singles = [r for r in rows if single(r[0])]
-    missed = sum(not all(r[5]) for r in singles)
+    singles = [r for r in rows if _single(r["forget_set"])]
+    missed = sum(not all(r["checks"]) for r in singles)
     if singles:
-        worst = max(singles, key=lambda r: (r[2]["recognition_rate"], r[4] or 0))
+        worst = singles[-1]
         lines.append(
-            f"\nWorst class: {worst[0]} (recognised {_fmt(worst[2]['recognition_rate'], 3)}, FID / base "
-            f"{_fmt(worst[4], 2)}). Classes missing the goal: {missed} of {len(singles)}."
+            f"\nWorst class: {worst['forget_set']} (recognised {_fmt(worst['mean']['recognition_rate'], 3)}, "
+            f"FID / base {_fmt(worst['ratio'], 2)}). Classes missing the goal: {missed} of {len(singles)}."
         )
     lines.append(
         "\nMeans over the forget set's seeds; the base model is evaluated in the same cells. In brackets after the "
@@ -248,6 +264,58 @@ def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> t
     if data.get("missing"):
         lines.append(f"\nProvisional: {len(data['missing'])} cells of the study are not done.")
     return "\n".join(lines), missed
+
+
+def goal_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """EraseDiff class by class (the single-class rows of :func:`goal_rows`, in class order): the forgotten class's
+    recognition next to the retrain model's, and the kept classes' FID / base, each with the goal's line and, where
+    a class has several seeds, the 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    singles = sorted((r for r in rows if _single(r["forget_set"])), key=lambda r: int(r["forget_set"][8:]))
+    if not singles:
+        return
+    xs = list(range(len(singles)))
+    names = [r["forget_set"][8:] for r in singles]
+
+    def errors(key: str, scale: float) -> list[list[float]] | None:
+        low, high = [], []
+        for r in singles:
+            iv, mean = r["interval"].get(key) or {}, r["mean"][key]
+            lo, hi = iv.get("low"), iv.get("high")
+            low.append(0.0 if lo is None else (mean - lo) * scale)
+            high.append(0.0 if hi is None else (hi - mean) * scale)
+        return [low, high] if any(low) or any(high) else None
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    rec = [100 * r["mean"]["recognition_rate"] for r in singles]
+    left.bar(xs, rec, yerr=errors("recognition_rate", 100), capsize=3, color="#4c72b0", label="EraseDiff")
+    gold = [(x, 100 * r["gold"]) for x, r in zip(xs, singles, strict=True) if r["gold"] is not None]
+    if gold:
+        left.scatter(*zip(*gold, strict=True), marker="_", s=300, color="black", zorder=3, label="retrain")
+    left.axhline(100 * MAX_FORGOTTEN, color="#c44e52", linestyle="--", linewidth=1, label="goal: <= 1%")
+    left.set(xticks=xs, xticklabels=names, xlabel="forgotten class", ylabel="forgotten class recognised (%)")
+    left.legend(fontsize=8)
+    ratio = [r["ratio"] or 0.0 for r in singles]
+    scale = [1 / r["base"]["fid"] if r["base"]["fid"] else 0.0 for r in singles]
+    fid_err = errors("fid", 1.0)
+    if fid_err is not None:
+        fid_err = [[e * s for e, s in zip(side, scale, strict=True)] for side in fid_err]
+    right.bar(xs, ratio, yerr=fid_err, capsize=3, color="#55a868")
+    right.axhline(MAX_FID_RATIO, color="#c44e52", linestyle="--", linewidth=1, label="goal: within 10%")
+    right.axhline(1.0, color="gray", linewidth=0.8)
+    right.set(xticks=xs, xticklabels=names, xlabel="forgotten class", ylabel="kept classes' FID / base model's",
+              ylim=(min(0.8, min(ratio) - 0.05), max(MAX_FID_RATIO, max(ratio)) + 0.1))  # fmt: skip
+    right.legend(fontsize=8)
+    n = ", ".join(f"{r['forget_set'][8:]}: {r['n']}" for r in singles if r["n"] > 1)
+    fig.suptitle("EraseDiff at its defaults, class by class" + (f" (seeds per class where more than one: {n})"
+                 if n else ""), fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def goal(study: Path) -> None:
@@ -317,8 +385,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def results(study: Path) -> None:
     """Regenerate the study's blocks of docs/results-digits.md: ``compare STUDY --markdown`` (the tables with
-    intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), the goal table,
-    and the sample pictures (:func:`sample_pictures`)."""
+    intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), the goal table and
+    plot (:func:`goal_plot`), and the sample pictures (:func:`sample_pictures`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,9 +403,10 @@ def results(study: Path) -> None:
     text = RESULTS_PAGE.read_text(encoding="utf-8")
     text = _replace_block(text, "study", markdown)
     text = _replace_block(text, "goal", goal_table(data)[0])
+    goal_plot(goal_rows(data), GOAL_PLOT)
     text = _replace_block(text, "samples", sample_pictures(study))
     RESULTS_PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {RESULTS_PAGE.relative_to(ROOT)} and {FRONT_PLOT.relative_to(ROOT)}")
+    print(f"wrote {RESULTS_PAGE.relative_to(ROOT)}, {FRONT_PLOT.relative_to(ROOT)} and {GOAL_PLOT.relative_to(ROOT)}")
 
 
 def main() -> None:

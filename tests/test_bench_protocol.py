@@ -55,7 +55,7 @@ def test_choose_falls_back_to_the_lowest_recognition_then_fid(protocol: ModuleTy
     assert not met and chosen["options"] == {"a": 3}
 
 
-def test_goal_table_checks_every_forget_set_and_names_the_worst_class(protocol: ModuleType) -> None:
+def test_goal_table_checks_every_forget_set_and_names_the_worst_class(protocol: ModuleType, tmp_path: Path) -> None:
     data = {
         "base": {
             "per_forget_set": {
@@ -88,6 +88,9 @@ def test_goal_table_checks_every_forget_set_and_names_the_worst_class(protocol: 
     assert missed == 2
     assert "Worst class: classes:0 (recognised 0.020, FID / base 1.20). Classes missing the goal: 2 of 3." in text
     assert "Provisional: 1 cells of the study are not done." in text
+    plot = tmp_path / "goal.png"
+    protocol.goal_plot(protocol.goal_rows(data), plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_goal_table_without_erasediff_cells_says_so(protocol: ModuleType) -> None:
