@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,55 @@ def test_a_cache_that_cannot_be_written_costs_sampling_not_the_result(tmp_path):
     cache = SampleCache(tmp_path / "taken" / "samples")
     assert cache.store("c" * 64, torch.zeros(1, 1, 8, 8)) is None
     assert cache.load("c" * 64, (1, 1, 8, 8)) is None
+    with cache.claim("c" * 64) as held:  # no lock either: the draw goes on unlocked
+        assert held is False
+
+
+_CLAIM_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from unlearnctl.contexts.sample_cache import SampleCache
+with SampleCache(Path(sys.argv[1])).claim(sys.argv[2], timeout=float(sys.argv[3])) as held:
+    print(held)
+"""
+
+
+def _claim_elsewhere(folder: Path, key: str, timeout: float = 0.0) -> bool:
+    done = subprocess.run(
+        [sys.executable, "-c", _CLAIM_IN_ANOTHER_PROCESS, str(folder), key, str(timeout)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip() == "True"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the claim is an flock: POSIX only")
+def test_a_claimed_draw_waits_in_another_command_and_other_draws_do_not(tmp_path):
+    cache = SampleCache(tmp_path / "c")
+    with cache.claim("a" * 64) as held:
+        assert held is True
+        # another command asking for the same draw does not get it while this one draws it (timeout 0: no wait) ...
+        assert _claim_elsewhere(cache.folder, "a" * 64) is False
+        # ... while a draw of another key goes on at once
+        assert _claim_elsewhere(cache.folder, "b" * 64) is True
+        # the same in one process: the lock is on the open file, not the process
+        with SampleCache(cache.folder).claim("a" * 64, timeout=0) as again:
+            assert again is False
+    assert _claim_elsewhere(cache.folder, "a" * 64) is True  # released at the end of the block
+    # a command that dies holding the claim releases it (the kernel closes its descriptor)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _CLAIM_IN_ANOTHER_PROCESS.replace("print(held)", "print(held, flush=True); input()"),
+         str(cache.folder), "a" * 64, "0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        with cache.claim("a" * 64, timeout=0) as held:
+            assert held is False
+        holder.kill()
+        holder.wait(timeout=60)
+        with cache.claim("a" * 64, timeout=0) as held:
+            assert held is True
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

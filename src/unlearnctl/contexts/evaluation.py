@@ -156,29 +156,46 @@ class EvalContext(ModelContext):
     def _generate(self, classes: Sequence[int | None]) -> None:
         """One batched draw of the samples of ``classes``; its cost is added to ``self.cost``.
 
+        With a sample cache (one process), a draw it holds is read back instead, and a new one is stored; the
+        key is claimed meanwhile (:meth:`~unlearnctl.contexts.sample_cache.SampleCache.claim`), so commands
+        sharing the cache at once sample each draw once.
+        """
+        n, labels, stream = self._plan(classes)
+        cache = self._shared.sample_cache if not self._shared.world.distributed else None
+        if cache is None:
+            images = self._draw(classes, n, labels, stream)
+            if images is not None:  # None: not the main process, whose images went there
+                self._keep(classes, labels, images)
+            return
+        start = time.perf_counter()
+        key = draw_key(
+            self.model, self.protocol.describe(), command=self.command, stream=stream, n=n, device=self.device,
+            labels=None if labels is None else labels.tolist(),
+        )  # fmt: skip
+        shape = (n, self.model.channels, self.model.image_size, self.model.image_size)
+        with cache.claim(key):
+            images = cache.load(key, shape)
+            if images is not None:
+                self.cost.seconds += time.perf_counter() - start  # waiting for another command's draw included
+                self.cost.images += n
+                self.cost.cached_images += n
+            else:
+                images = self._draw(classes, n, labels, stream)
+                assert images is not None  # one process: its own images
+                cache.store(key, images)
+        self._keep(classes, labels, images)
+
+    def _draw(
+        self, classes: Sequence[int | None], n: int, labels: torch.Tensor | None, stream: str
+    ) -> torch.Tensor | None:
+        """Sample the ``n`` images of ``stream``; the main process's result (None on the others).
+
         With several processes, the main process first asks the others (waiting in
         :func:`serve_sample_requests`) to take part; each process computes a contiguous run of whole
         batches (:meth:`~unlearnctl.distributed.World.batch_shard`) and the main process gathers them.
-        With a sample cache (one process), a draw it holds is read back instead, and a new one is stored.
         """
         world = self._shared.world
-        n, labels, stream = self._plan(classes)
         p = self.protocol
-        cache = self._shared.sample_cache if not world.distributed else None
-        key = None
-        if cache is not None:
-            start = time.perf_counter()
-            key = draw_key(
-                self.model, p.describe(), command=self.command, stream=stream, n=n, device=self.device,
-                labels=None if labels is None else labels.tolist(),
-            )  # fmt: skip
-            cached = cache.load(key, (n, self.model.channels, self.model.image_size, self.model.image_size))
-            if cached is not None:
-                self.cost.seconds += time.perf_counter() - start
-                self.cost.images += n
-                self.cost.cached_images += n
-                self._keep(classes, labels, cached)
-                return
         if world.distributed and world.is_main:
             broadcast_from_main((self.role, list(classes)), world)
             self._shared.drawing = True
@@ -222,11 +239,7 @@ class EvalContext(ModelContext):
         self.cost.images += n
         self.cost.unet_forward_calls += sum(c[0] for c in counted)
         self.cost.unet_image_evaluations += sum(c[1] for c in counted)
-        if gathered is None:  # not the main process: its images went there
-            return
-        if cache is not None and key is not None:
-            cache.store(key, gathered)
-        self._keep(classes, labels, gathered)
+        return gathered
 
     def _keep(self, classes: Sequence[int | None], labels: torch.Tensor | None, images: torch.Tensor) -> None:
         """Keep a draw's images by class."""

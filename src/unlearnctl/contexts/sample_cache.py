@@ -7,14 +7,24 @@ sampled in every cell's ``eval`` under the same protocol (as the reference), and
 of its forget set. :func:`draw_key` hashes every one of those inputs; a file is read back only when its
 recorded key and shape match, so a changed input is a miss, never a wrong hit. The files are safetensors
 (never a pickle), written to a temporary name and renamed into place, so a reader sees a whole file or none.
+
+Commands that share a cache at once (a study's cells, ``sweep --jobs N``) would otherwise all sample the base
+model at the start of a forget set: :meth:`SampleCache.claim` holds a lock per key (``flock`` on a hidden
+``.KEY.lock`` file) while one of them looks the draw up, samples and stores it, and the others wait and then
+read it back. The kernel drops the lock of a command that dies; where no lock can be taken (no ``fcntl``, a
+folder that cannot be written, a file system without locks, or a holder that keeps it past the timeout) the
+draw goes on unlocked, which costs sampling, never the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,10 @@ from ..models.folder import DiffusionModel, state_sha256
 #: bump when what a key covers changes: older files then miss instead of being read
 FORMAT = 1
 _TENSOR = "images"
+#: how long :meth:`SampleCache.claim` waits for another command's draw of the same key before sampling anyway
+CLAIM_TIMEOUT_S = 3600.0
+#: how often it looks whether the lock is free
+_CLAIM_POLL_S = 0.2
 
 
 def draw_key(
@@ -79,6 +93,19 @@ class SampleCache:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.safetensors"
 
+    @contextlib.contextmanager
+    def claim(self, key: str, timeout: float = CLAIM_TIMEOUT_S) -> Iterator[bool]:
+        """Hold ``key``'s lock for the block (look the draw up, sample, store): another command claiming the
+        same key meanwhile waits, then finds the draw stored. Yields whether the lock is held; False when it
+        cannot be taken within ``timeout`` seconds or at all (see the module docstring), and the block runs
+        unlocked."""
+        fd = _lock(self.folder / f".{key}.lock", timeout)
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                os.close(fd)  # closing the descriptor releases the lock
+
     def load(self, key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
         """The samples stored under ``key``, or None: no file, an unreadable one, or one recorded for another
         key or shape (then it is sampled again and replaced)."""
@@ -112,3 +139,33 @@ class SampleCache:
         except OSError:
             return None
         return self.path(key)
+
+
+def _lock(path: Path, timeout: float) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive ``flock``, or None (see :meth:`SampleCache.claim`)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(_CLAIM_POLL_S)
+    except OSError:  # a file system without flock
+        pass
+    except BaseException:  # interrupted while waiting: let the signal's exception through, without the descriptor
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
