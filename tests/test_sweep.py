@@ -137,6 +137,17 @@ def test_a_bad_spec_is_one_line_and_writes_nothing(cli, tiny, tmp_path, spec, me
     assert not out.exists()
 
 
+def test_address_is_the_executors_address_option(cli, tiny, tmp_path):
+    # `--address` is `--executor-option address=...`: the local executor takes no address, and says so in one line
+    spec = write_spec(tmp_path, SPEC.format(steps=2, checkpoint_every=0))
+    for flags in (["--address", "auto"], ["--executor-option", "address=auto"]):
+        result = cli("sweep", spec, "--out", tmp_path / "study", *flags)
+        assert result.exit_code == 2, result.output
+        (line,) = error_lines(result.stderr)
+        assert "executor 'local': unknown option 'address'" in line
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_folder_that_is_not_a_study_is_refused(cli, tiny, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -136,6 +136,15 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        address: Annotated[
+            str | None,
+            typer.Option(
+                "--address",
+                help="The cluster to run on, for an executor that takes one (ray: `auto`, or HOST:PORT); short for "
+                "--executor-option address=ADDRESS.",
+                show_default=False,
+            ),
+        ] = None,
         retries: Annotated[
             int, typer.Option("--retries", min=0, help="Run a failing cell again this many times before reporting it.")
         ] = 1,
@@ -156,7 +165,8 @@ def register(app: typer.Typer) -> None:
         from ..commands.sweep_index import disk_state, read_index
 
         fmt = checked_config_format(ctx, print_config, config_format)
-        request = SweepRequest(spec, out, jobs, executor, list(executor_options or []), retries)
+        options = [*(executor_options or []), *([f"address={address}"] if address is not None else [])]
+        request = SweepRequest(spec, out, jobs, executor, options, retries)
         prepared = prepare_sweep(request, load_registry())
         if fmt is not None:
             from ..commands.sweep import resolved_spec
