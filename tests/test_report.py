@@ -157,7 +157,7 @@ def test_no_network_references(runs):
     assert "@import" not in html_text and "url(" not in html_text
 
 
-def test_study_folder_and_missing_metrics(runs, tmp_path):
+def test_results_folder_and_missing_metrics(runs, tmp_path):
     study = tmp_path / "study"
     study.mkdir()
     (study / "metrics.json").write_text((runs[0] / "metrics.json").read_text())
@@ -165,7 +165,7 @@ def test_study_folder_and_missing_metrics(runs, tmp_path):
     bare.mkdir()
     (bare / "manifest.json").write_text((runs[1] / "manifest.json").read_text())
     html_text, _ = build_report([study, bare])
-    assert "(study," in html_text and "not evaluated: no metrics.json" in html_text
+    assert "(results," in html_text and "not evaluated: no metrics.json" in html_text
 
 
 def test_bad_input(tmp_path, runs):

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from test_report import make_run
+from test_report_study import pictured, study, tiny_run  # noqa: F401 (fixtures)
 
 from unlearnctl.commands.report import write_report
 from unlearnctl.testing.tiny import tiny_model
@@ -219,6 +220,8 @@ PAGE_FACTS = """(() => {
     images: imgs.length,
     undecoded: imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
     runNames: [...document.querySelectorAll('section.run .run-name')].map(e => e.textContent),
+    studyNames: [...document.querySelectorAll('section.study .run-name')].map(e => e.textContent),
+    studyTables: q('section.study table'),
     overview: q('#overview table.overview tbody tr'),
     deltaHeader: [...document.querySelectorAll('table.metrics th')].some(th => th.textContent === 'delta'),
     deltaCells: q('table.metrics td.delta'),
@@ -280,6 +283,16 @@ def test_three_runs_in_chromium(browser, runs, tmp_path):
     assert facts["runNames"] == ["erasediff", "neggrad", "<b>x"]  # the hostile name shown as text
     assert facts["tradeOff"] == 3 and facts["overview"] == 4
     assert facts["charts"].count("loss") == 3
+
+
+def test_a_study_in_chromium(browser, pictured, tmp_path):  # noqa: F811 (the imported fixture)
+    root, pictures = pictured
+    html = tmp_path / "study.html"
+    write_report([root], html)
+    facts = check_report(browser, html, tmp_path / "study.png")
+    assert facts["undecoded"] == [] and facts["images"] == 1 + len(pictures)  # the trade-off plot + one per group
+    assert facts["studyNames"] == ["study hand-made"] and facts["studyTables"] >= 5
+    assert facts["runNames"] == [] and facts["overview"] == 0 and facts["scripts"] == 0
 
 
 REAL_RUNS = Path(os.environ.get("UNLEARNCTL_REPORT_REAL_RUNS", "/nonexistent"))

@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
             list[Path],
             typer.Argument(
                 metavar="RUN_OR_STUDY...",
-                help="Run folders (of `unlearnctl forget`, evaluated or not) or eval/audit results folders.",
+                help="Run folders (of `unlearnctl forget`, evaluated or not), eval/audit results folders, or "
+                "study folders of `unlearnctl sweep`.",
                 show_default=False,
             ),
         ],
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One static HTML page, viewable offline (images inlined, no script): per run the before/after sample
         grids, the metrics with their deltas to the base model, the audit results, the loss and lambda curves
-        of log.jsonl and a manifest summary; across runs an overview table and the forgetting-vs-FID plot."""
+        of log.jsonl and a manifest summary; across runs an overview table and the forgetting-vs-FID plot; per
+        sweep study the tables of `compare STUDY` with intervals, its trade-off plot and each group's samples."""
         from ..commands.report import write_report
 
         result = write_report(folders, out, overwrite=overwrite, registry=load_registry(), title=title)

@@ -26,19 +26,24 @@ def pyplot() -> Any:
     return plt
 
 
-def save_png(fig: Any, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as a PNG (tight bounding box) through a temporary file and a rename, never half
-    a file, and close it (pyplot keeps every open figure otherwise). Returns ``path``.
-
-    :raises EnvironmentFailure: ``path`` cannot be written (:func:`unlearnctl.rundir.atomic_write_bytes`).
-    """
+def png_bytes(fig: Any) -> bytes:
+    """``fig`` as PNG bytes (tight bounding box), and closed (pyplot keeps every open figure otherwise)."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (:func:`png_bytes`) through a temporary file and a rename, never half
+    a file. Returns ``path``.
+
+    :raises EnvironmentFailure: ``path`` cannot be written (:func:`unlearnctl.rundir.atomic_write_bytes`).
+    """
+    path = Path(path)
+    atomic_write_bytes(path, png_bytes(fig))
     return path

@@ -2,10 +2,11 @@
 
 What each folder holds is read here (:func:`load_entry`): a run folder (``manifest.json``, ``log.jsonl``,
 ``samples/*.png``, and after ``eval``/``audit`` its ``metrics.json``, ``audit.json`` and ``audit-*.png``),
-or a study folder (what ``eval MODEL --out DIR`` / ``audit MODEL --out DIR`` wrote for a model that is not a
-run: ``metrics.json`` and/or ``audit.json``, no manifest). :mod:`.report_html` turns the entries into the page:
-images inlined as ``data:`` URIs, curves and the trade-off plot as inline SVG, no script and nothing fetched
-at view time (docs/report.md).
+or a results folder (what ``eval MODEL --out DIR`` / ``audit MODEL --out DIR`` wrote for a model that is not a
+run: ``metrics.json`` and/or ``audit.json``, no manifest). A study folder of ``unlearnctl sweep`` (its
+``study.json``) becomes a section of its own (:mod:`.report_study`). :mod:`.report_html` turns the entries into
+the page: images inlined as ``data:`` URIs, curves and the trade-off plot as inline SVG, no script and nothing
+fetched at view time (docs/report.md).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ MAX_IMAGE_BYTES = 8 * 1024 * 1024
 
 @dataclass
 class ReportEntry:
-    """One folder of the report: a run (with a manifest) or a study (eval/audit results only)."""
+    """One folder of the report: a run (with a manifest) or a results folder (eval/audit results only)."""
 
     path: Path
     name: str
-    kind: str  # "run" or "study"
+    kind: str  # "run" or "results"
     manifest: Manifest | None
     metrics: dict[str, Any] | None
     audit: dict[str, Any] | None
@@ -136,7 +137,7 @@ def _images(folder: Path, warnings: list[str]) -> list[tuple[str, str, bytes]]:
 
 
 def load_entry(folder: Path, registry: Any = None) -> ReportEntry:
-    """Read one run or study folder. A folder with neither ``manifest.json`` nor ``metrics.json`` /
+    """Read one run or results folder. A folder with neither ``manifest.json`` nor ``metrics.json`` /
     ``audit.json`` is bad input (:class:`UsageError`)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -146,8 +147,8 @@ def load_entry(folder: Path, registry: Any = None) -> ReportEntry:
     audit = _read_json(folder / AUDIT_FILE, "audit", AUDIT_SCHEMA_VERSION)
     if not has_manifest and metrics is None and audit is None:
         raise UsageError(
-            f"'{folder}' is not a run folder (no {MANIFEST_FILE}) nor a study folder (no {METRICS_FILE} or "
-            f"{AUDIT_FILE})"
+            f"'{folder}' is not a run folder (no {MANIFEST_FILE}), a results folder (no {METRICS_FILE} or "
+            f"{AUDIT_FILE}) nor a study folder (no study.json)"
         )
     manifest = read_manifest(folder) if has_manifest else None
     warnings: list[str] = []
@@ -156,7 +157,7 @@ def load_entry(folder: Path, registry: Any = None) -> ReportEntry:
     entry = ReportEntry(
         path=folder,
         name=folder.resolve().name or str(folder),
-        kind="run" if manifest is not None else "study",
+        kind="run" if manifest is not None else "results",
         manifest=manifest,
         metrics=metrics,
         audit=audit,
@@ -213,9 +214,11 @@ class ReportResult:
 
 
 def build_report(folders: Sequence[Path], registry: Any = None, title: str | None = None) -> tuple[str, list[str]]:
-    """The report's HTML for ``folders`` (one or more run or study folders) and its warnings. ``registry``
-    (default: the process's) tells each method's defaults, so that only non-default options are shown."""
+    """The report's HTML for ``folders`` (one or more run, results or study folders) and its warnings.
+    ``registry`` (default: the process's) tells each method's defaults, so that only non-default options are
+    shown."""
     from .report_html import render_report
+    from .report_study import is_study, study_section
 
     if not folders:
         raise UsageError("report needs at least one run folder")
@@ -223,7 +226,8 @@ def build_report(folders: Sequence[Path], registry: Any = None, title: str | Non
         from ..registry import get_registry
 
         registry = get_registry()
-    entries = [load_entry(Path(f), registry) for f in folders]
+    studies = [study_section(Path(f)) for f in folders if is_study(Path(f))]
+    entries = [load_entry(Path(f), registry) for f in folders if not is_study(Path(f))]
     names = [e.name for e in entries]
     if len(set(names)) < len(names):  # disambiguate by the parent folder
         for entry in entries:
@@ -231,8 +235,8 @@ def build_report(folders: Sequence[Path], registry: Any = None, title: str | Non
             entry.row["name"] = entry.name
     _distinguishing_options([e.row for e in entries if e.kind == "run"])
     created = datetime.now(UTC).replace(microsecond=0).isoformat()
-    html_text = render_report(entries, reference_rows(entries), title=title, created=created)
-    warnings = [w for e in entries for w in e.warnings]
+    html_text = render_report(entries, reference_rows(entries), title=title, created=created, studies=studies)
+    warnings = [w for e in entries for w in e.warnings] + [w for s in studies for w in s.warnings]
     return html_text, warnings
 
 

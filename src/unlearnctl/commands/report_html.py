@@ -18,6 +18,7 @@ from .report_svg import curve_charts, fmt, trade_off_svg
 
 if TYPE_CHECKING:
     from .report import ReportEntry
+    from .report_study import StudySection
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;margin:0;background:#f6f7f9}
@@ -39,6 +40,7 @@ figure{margin:0;text-align:center}figcaption{color:#57606a;font-size:12px}
 figure img{image-rendering:pixelated;border:1px solid #d0d7de;max-width:520px;min-width:120px;height:auto}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
 .warn{color:#9a6700}
+.scroll{overflow-x:auto;max-width:100%}
 svg text{font:11px system-ui,sans-serif;fill:#333}
 """
 
@@ -331,9 +333,31 @@ def entry_section(k: int, entry: ReportEntry) -> str:
     return "".join(parts)
 
 
+def study_html(k: int, study: StudySection) -> str:
+    return (
+        f"<section class='study' id='study-{k}'><h2><span class='run-name'>study {escape(study.name)}</span> "
+        f"<small class='meta'>(<code>{escape(str(study.path))}</code>)</small></h2>{study.html}</section>"
+    )
+
+
+def _default_title(entries: list[ReportEntry], studies: list[StudySection]) -> str:
+    if not entries and len(studies) == 1:
+        return f"unlearnctl report: study {studies[0].name}"
+    if not studies and len(entries) == 1:
+        return f"unlearnctl report: {entries[0].name}"
+    parts = [f"{len(entries)} runs"] if entries else []
+    parts += [f"{len(studies)} {'study' if len(studies) == 1 else 'studies'}"] if studies else []
+    return "unlearnctl report: " + ", ".join(parts)
+
+
 def render_report(
-    entries: list[ReportEntry], refs: list[dict[str, Any]], title: str | None = None, created: str = ""
+    entries: list[ReportEntry],
+    refs: list[dict[str, Any]],
+    title: str | None = None,
+    created: str = "",
+    studies: list[StudySection] | None = None,
 ) -> str:
+    studies = list(studies or [])
     rows = [e.row for e in entries]
     columns: dict[str, str] = {}
     for entry in entries:
@@ -341,23 +365,26 @@ def render_report(
             if isinstance(value, list) and len(value) == 2:
                 columns.setdefault(attack, str(value[1]))
     audit_cols = list(columns.items())
-    title = title or (
-        f"unlearnctl report: {entries[0].name}" if len(entries) == 1 else f"unlearnctl report: {len(entries)} runs"
-    )
-    nav = "".join(f"<a href='#run-{k}'>{k}. {escape(e.name)}</a>" for k, e in enumerate(entries, start=1))
-    plot = trade_off_svg(rows, refs)
+    title = title or _default_title(entries, studies)
+    nav = "".join(f"<a href='#study-{k}'>study {escape(s.name)}</a>" for k, s in enumerate(studies, start=1))
+    nav += "".join(f"<a href='#run-{k}'>{k}. {escape(e.name)}</a>" for k, e in enumerate(entries, start=1))
     body = [
         f"<header><h1>{escape(title)}</h1><p class='meta'>made by unlearnctl {escape(__version__)} at "
-        f"{escape(created)}; {len(entries)} folder(s)</p><nav>{nav}</nav></header>",
-        "<section id='overview'><h2>overview</h2>"
-        + overview_table(rows, refs, audit_cols)
-        + (
-            plot + "<p class='meta'>numbered points: the runs of the # column; star: the base model</p>"
-            if plot
-            else "<p class='meta'>no trade-off plot: no run has forgetting and FID numbers (unlearnctl eval)</p>"
-        )
-        + "</section>",
+        f"{escape(created)}; {len(entries) + len(studies)} folder(s)</p><nav>{nav}</nav></header>",
     ]
+    body += [study_html(k, s) for k, s in enumerate(studies, start=1)]
+    if entries:
+        plot = trade_off_svg(rows, refs)
+        body.append(
+            "<section id='overview'><h2>overview</h2>"
+            + overview_table(rows, refs, audit_cols)
+            + (
+                plot + "<p class='meta'>numbered points: the runs of the # column; star: the base model</p>"
+                if plot
+                else "<p class='meta'>no trade-off plot: no run has forgetting and FID numbers (unlearnctl eval)</p>"
+            )
+            + "</section>"
+        )
     body += [entry_section(k, e) for k, e in enumerate(entries, start=1)]
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -6,12 +6,17 @@ string; every number goes through the same formatting as the console tables (:fu
 :func:`format_cell`: rates 3 decimals, FID 2, time 1), so the Markdown shows ``--json``'s values rounded, never
 numbers of its own. In order: a title line, not-done cells and warnings, the overall table (the base model
 last), the per-forget-set tables, the noise floor, the wall time, the notes.
+
+The document is built once as :func:`study_blocks` (headings, paragraphs, notes, tables, lists; inline text
+marks only ``code`` and ``**strong**``) and rendered here as Markdown; ``unlearnctl report STUDY`` renders the
+same blocks as HTML (:mod:`unlearnctl.commands.report_study`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .study_result import (
@@ -25,7 +30,20 @@ from .study_result import (
     shown_metrics,
 )
 
-__all__ = ["format_seconds", "markdown_cell", "markdown_table", "study_markdown"]
+__all__ = ["Block", "Table", "format_seconds", "markdown_cell", "markdown_table", "study_blocks", "study_markdown"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: ``align`` has one letter per column (``l`` left, ``r`` right, ``c`` centre)."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    align: str
+
+
+#: one block of the document: ``("h2" | "h3" | "p" | "note" | "ul", text or items)`` or a :class:`Table`
+Block = tuple[str, Any] | Table
 
 
 def markdown_cell(text: Any) -> str:
@@ -66,26 +84,27 @@ def _n(group: GroupSummary) -> int:
     return len(group.cells)
 
 
-def _title(result: StudyComparison) -> str:
-    return (
-        f"## Study {result.name}: {result.n_cells} cells, mean [{result.level * 100:g}% {result.interval} "
-        "interval] over forget sets x seeds"
-    )
+def _title(result: StudyComparison) -> list[Block]:
+    return [(
+        "h2",
+        f"Study {result.name}: {result.n_cells} cells, mean [{result.level * 100:g}% {result.interval} interval] "
+        "over forget sets x seeds",
+    )]  # fmt: skip
 
 
-def _status(result: StudyComparison) -> list[str]:
-    out = []
+def _status(result: StudyComparison) -> list[Block]:
+    out: list[Block] = []
     if result.missing:
         counts = Counter(
             "done without its files" if m.get("status") == "done" else str(m.get("status")) for m in result.missing
         )
         by_status = ", ".join(f"{n} {status}" for status, n in counts.items())
-        out.append(f"> {len(result.missing)} cell(s) not done ({by_status}): left out of every number.")
-    out += [f"> **Warning:** {w}" for w in result.warnings]
+        out.append(("note", f"{len(result.missing)} cell(s) not done ({by_status}): left out of every number."))
+    out += [("note", f"**Warning:** {w}") for w in result.warnings]
     return out
 
 
-def _overall(result: StudyComparison) -> list[str]:
+def _overall(result: StudyComparison) -> list[Block]:
     metrics = shown_metrics(result)
     headers = ["group", "options", "n", *(METRIC_BY_KEY[k].title for k in metrics), "front"]
     rows = []
@@ -100,10 +119,10 @@ def _overall(result: StudyComparison) -> list[str]:
         f"{x_title} and mean FID (both lower = better). Base model: the cells' `results.reference`, one row per "
         "distinct evaluation. time s: the forgetting run's wall time (manifest.json)."
     )
-    return [markdown_table(headers, rows, "llr" + "r" * len(metrics) + "c"), "", caption]
+    return [Table(headers, rows, "llr" + "r" * len(metrics) + "c"), ("p", caption)]
 
 
-def _per_forget_set(result: StudyComparison, metric: str) -> list[str]:
+def _per_forget_set(result: StudyComparison, metric: str) -> list[Block]:
     title = METRIC_BY_KEY[metric].title
     headers = ["group", "options", *result.forget_sets, "all"]
     rows = [
@@ -116,17 +135,16 @@ def _per_forget_set(result: StudyComparison, metric: str) -> list[str]:
         for g in _rows(result)
     ]
     return [
-        f"### {title} per forget set: mean ± half-width (n seeds)",
-        "",
-        markdown_table(headers, rows, "ll" + "r" * (len(result.forget_sets) + 1)),
+        ("h3", f"{title} per forget set: mean ± half-width (n seeds)"),
+        Table(headers, rows, "ll" + "r" * (len(result.forget_sets) + 1)),
     ]
 
 
-def _noise_floor(result: StudyComparison) -> list[str]:
+def _noise_floor(result: StudyComparison) -> list[Block]:
     text = noise_floor_text(result)
     if text is None:
         return []
-    out = ["### Noise floor", "", text[0].upper() + text[1:] + "."]
+    out: list[Block] = [("h3", "Noise floor"), ("p", text[0].upper() + text[1:] + ".")]
     verdicts = [g for g in result.groups if g.fid_vs_base is not None]
     if verdicts:
         rows = [
@@ -139,11 +157,16 @@ def _noise_floor(result: StudyComparison) -> list[str]:
             for g in verdicts
             if g.fid_vs_base is not None
         ]
-        out += ["", markdown_table(["group", "options", "mean FID - base FID", "within noise"], rows, "llrc")]
+        out.append(Table(["group", "options", "mean FID - base FID", "within noise"], rows, "llrc"))
     return out
 
 
-def _wall_time(result: StudyComparison) -> list[str]:
+WALL_TIME_NOTE = (
+    "Per cell: the sweep's time for the cell (forget and eval), study.json `seconds` (every attempt, summed)."
+)
+
+
+def _wall_time(result: StudyComparison) -> list[Block]:
     rows = []
     for g in result.groups:
         sec = g.seconds or {"n": 0, "mean": None, "total": 0.0}
@@ -151,12 +174,10 @@ def _wall_time(result: StudyComparison) -> list[str]:
             [g.row_name(), g.options_text, str(len(g.cells)), str(sec["n"]), format_seconds(sec["mean"]),
              format_seconds(sec["total"]) if sec["n"] else "-"]
         )  # fmt: skip
-    out = [
-        "### Wall time",
-        "",
-        markdown_table(["group", "options", "cells", "timed", "mean s", "total s"], rows, "llrrrr"),
-        "",
-        "Per cell: the sweep's time for the cell (forget and eval), study.json `seconds` (every attempt, summed).",
+    out: list[Block] = [
+        ("h3", "Wall time"),
+        Table(["group", "options", "cells", "timed", "mean s", "total s"], rows, "llrrrr"),
+        ("p", WALL_TIME_NOTE),
     ]
     compute = result.compute
     if compute and compute["timed"]:
@@ -169,20 +190,37 @@ def _wall_time(result: StudyComparison) -> list[str]:
             )
             if compute[key] is not None
         ]
-        out += [
-            "",
+        out.append((
+            "p",
             f"Study total compute: {format_seconds(compute['total_s'])} s ({_hours(compute['total_s'])}) over "
             f"{compute['timed']} timed cell(s) of {compute['cells']} in study.json: {', '.join(parts)}.",
-        ]
+        ))  # fmt: skip
     return out
 
 
-def study_markdown(result: StudyComparison) -> str:
-    """The comparison as Markdown (ends with a newline): see the module docstring for what and in which order."""
-    blocks: list[list[str]] = [[_title(result)], _status(result), _overall(result)]
+def study_blocks(result: StudyComparison) -> list[Block]:
+    """The comparison as a document: see the module docstring for what and in which order."""
+    blocks = [*_title(result), *_status(result), *_overall(result)]
     shown = shown_metrics(result)
-    blocks += [_per_forget_set(result, m) for m in TABLE_METRICS if m in shown]
-    blocks += [_noise_floor(result), _wall_time(result)]
+    for metric in TABLE_METRICS:
+        if metric in shown:
+            blocks += _per_forget_set(result, metric)
+    blocks += [*_noise_floor(result), *_wall_time(result)]
     if result.notes:
-        blocks.append(["Notes:", "", *(f"- {note}" for note in result.notes)])
-    return "\n\n".join("\n".join(b) for b in blocks if b) + "\n"
+        blocks += [("p", "Notes:"), ("ul", list(result.notes))]
+    return blocks
+
+
+def study_markdown(result: StudyComparison) -> str:
+    """The comparison as Markdown (ends with a newline): :func:`study_blocks`, one blank line between blocks."""
+    out = []
+    for block in study_blocks(result):
+        if isinstance(block, Table):
+            out.append(markdown_table(block.headers, block.rows, block.align))
+            continue
+        kind, body = block
+        if kind == "ul":
+            out.append("\n".join(f"- {item}" for item in body))
+        else:
+            out.append({"h2": "## ", "h3": "### ", "note": "> ", "p": ""}[kind] + body)
+    return "\n\n".join(out) + "\n"

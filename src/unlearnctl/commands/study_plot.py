@@ -4,6 +4,7 @@ a star, the retrain group marked, and the non-dominated front as a step line wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from ..rundir import check_new_file
@@ -31,14 +32,19 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 def study_plot(result: StudyComparison, path: Path, overwrite: bool = False, option: str = "--plot") -> Path:
-    """Write the trade-off plot of ``result`` as a PNG at ``path``: x = ``result.x_metric``, y = FID of the kept
-    classes, each group's means with its intervals as error bars (over the cells that have both numbers).
-
-    An existing ``path`` is replaced only with ``overwrite`` (``option`` names the flag in the message); the
-    file is written whole or not at all.
-    """
+    """Write :func:`study_figure` as a PNG at ``path``. An existing ``path`` is replaced only with ``overwrite``
+    (``option`` names the flag in the message); the file is written whole or not at all."""
     path = Path(path)
     check_new_file(path, overwrite, option)
+    return save_png(study_figure(result), path)
+
+
+def study_figure(result: StudyComparison) -> Any:
+    """The trade-off plot of ``result``: x = ``result.x_metric``, y = FID of the kept classes, each group's means
+    with its intervals as error bars (over the cells that have both numbers).
+
+    :raises UsageError: no group (nor the base) has both numbers.
+    """
     plt = pyplot()
 
     groups = [g for g in result.groups if g.point is not None]
@@ -115,4 +121,4 @@ def study_plot(result: StudyComparison, path: Path, overwrite: bool = False, opt
     ax.set_title(f"{_short(result.name, 50)}: forgetting vs. utility, {level} {result.interval} intervals")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False, ncol=1)
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
