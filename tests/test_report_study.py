@@ -153,3 +153,21 @@ def test_cli_reports_a_study_and_names_what_a_folder_is_not(cli, pictured, tmp_p
     bad = cli("report", empty, "--out", tmp_path / "x.html")
     assert bad.exit_code == 2 and "nor a study folder (no study.json)" in bad.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_cell_pointing_outside_the_study_shows_no_picture(pictured, tmp_path):
+    root, _ = pictured
+    copy = tmp_path / "study"
+    shutil.copytree(root, copy)
+    outside = tmp_path / "outside" / "run" / "samples"
+    outside.mkdir(parents=True)
+    secret = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    (outside / "eval-forgotten.png").write_bytes(secret)
+    index = json.loads((copy / "study.json").read_text())
+    first = next(c for c in index["cells"] if c["status"] == "done" and c["role"] == "method")
+    first["run"] = "../outside/run"
+    (copy / "study.json").write_text(json.dumps(index))
+    page, _ = build_report([copy])
+    assert base64.b64encode(secret).decode() not in page

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from .figures import png_bytes
 from .study_compare import compare_study
 from .study_markdown import Block, Table, study_blocks
-from .sweep_index import is_study
+from .study_plot import study_figure
+from .sweep_index import is_study, read_index
 
 #: the eval picture shown per group (written by ``eval``: the forgotten classes, base model and after)
 EVAL_PICTURE = Path("samples") / "eval-forgotten.png"
@@ -95,7 +97,7 @@ def group_pictures(study: Path, index: dict[str, Any], warnings: list[str]) -> l
         if group in seen or not cell.get("run"):
             continue
         path = study / str(cell["run"]) / EVAL_PICTURE
-        if not path.is_file():
+        if not path.is_file() or not path.resolve().is_relative_to(study.resolve()):  # only the study's own files
             continue
         data = path.read_bytes()
         rel = f"{cell['run']}/{EVAL_PICTURE.as_posix()}"
@@ -109,13 +111,10 @@ def group_pictures(study: Path, index: dict[str, Any], warnings: list[str]) -> l
     return figures
 
 
-def study_section(study: Path, *, interval: str = "t", level: float = 0.95) -> StudySection:
-    """A study's section: the comparison (:func:`compare_study`), its plot and the groups' pictures."""
-    from .figures import png_bytes
-    from .study_plot import study_figure
-    from .sweep_index import read_index
-
-    result = compare_study(study, method=interval, level=level)  # type: ignore[arg-type]
+def study_section(study: Path) -> StudySection:
+    """A study's section: the comparison (:func:`compare_study`, 95% t-intervals), its plot and the groups'
+    pictures."""
+    result = compare_study(study)
     index = read_index(study) or {}
     warnings = list(result.warnings)
     parts = [blocks_html(study_blocks(result))]
