@@ -46,13 +46,33 @@ def assert_one_line(stderr: str, needle: str) -> str:
     return lines[0]
 
 
+def wait_until_importing_torch(proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    """Return once ``proc`` has loaded torch's libraries (Linux: its ``/proc/PID/maps`` names them), that is
+    once its start-up is under way, however loaded the machine: a fixed delay could signal a process that has
+    not started Python yet (then the default action ends it, and nothing of unlearnctl's runs). Elsewhere:
+    0.3 s, which is inside torch's import on an idle machine."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if not maps.exists():
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "/torch/" in maps.read_text():
+                return
+        except OSError:  # it exited meanwhile: the assertions after say how
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the child did not start importing torch within {timeout:g} s (exit code {proc.poll()})")
+
+
 @pytest.mark.parametrize(("signum", "code", "line"), [(signal.SIGINT, 130, "error: interrupted"),
                                                       (signal.SIGTERM, 143, "error: stopped by SIGTERM")])  # fmt: skip
 def test_a_signal_during_start_up_is_one_line(env, tmp_path, signum, code, line):
-    """0.3 s in, the script is importing torch (seconds): it used to print a KeyboardInterrupt traceback."""
+    """Stopped while it imports torch (seconds): it used to print a KeyboardInterrupt traceback."""
     proc = subprocess.Popen([str(UNLEARNCTL), *TINY_FORGET, "--out", str(tmp_path / "out")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(0.3)
+    wait_until_importing_torch(proc)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
