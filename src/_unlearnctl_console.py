@@ -29,8 +29,8 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+    for name in ("SIGTERM", "SIGHUP"):  # one the process was started to ignore (nohup: SIGHUP) stays ignored
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
             signal.signal(getattr(signal, name), _stop)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: fail the write with EFBIG (Python's default too)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

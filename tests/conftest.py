@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import textwrap
 import uuid
@@ -35,6 +36,7 @@ TEST_THREADS = int(os.environ.get("UNLEARNCTL_TEST_THREADS", "1"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _default_stop_signals()
     # One intra-op thread: the tiny models of the tests gain nothing from more, and on a shared 2-core
     # machine two OpenMP threads fighting other processes made a training step 100x slower (6 s vs 0.06 s).
     import torch
@@ -237,3 +239,15 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     for module in fakes.modules:
         sys.modules.pop(module, None)
     importlib.invalidate_caches()
+
+
+def _default_stop_signals() -> None:
+    """The suite's child processes get the stop signals' default dispositions, as from a terminal: a suite run
+    in the background of a script (``cmd &``) inherits SIGINT ignored, under ``nohup`` SIGHUP, and unlearnctl
+    keeps a signal it was started to ignore ignored (docs/errors.md), so every test that stops a child with one
+    would test nothing. A handler is reset to the default by ``exec``; an ignored signal is not."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_IGN:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)

@@ -46,6 +46,33 @@ def assert_one_line(stderr: str, needle: str) -> str:
     return lines[0]
 
 
+def with_signals_default(*ignored: str) -> list[str]:
+    """A command prefix that sets SIGINT, SIGTERM and SIGHUP to their default action, ``ignored`` ones (names) to
+    ignore, then execs the rest of the command line (``exec`` keeps both)."""
+    code = (
+        "import os, signal, sys\n"
+        "for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):\n"
+        "    ign = name in sys.argv[1].split(',')\n"
+        "    signal.signal(getattr(signal, name), signal.SIG_IGN if ign else signal.SIG_DFL)\n"
+        "os.execv(sys.argv[2], sys.argv[2:])\n"
+    )
+    return [sys.executable, "-c", code, ",".join(ignored)]
+
+
+def test_a_signal_the_process_was_started_to_ignore_stays_ignored(env, tmp_path):
+    """``nohup unlearnctl ...``: SIGHUP (a closed terminal) during start-up and during the run changes nothing."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*with_signals_default("SIGHUP"), str(UNLEARNCTL), *TINY_FORGET, "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_until_importing_torch(proc)
+    while proc.poll() is None:  # hang up on it until it has finished
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.05)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert (out / "manifest.json").is_file()
+
+
 def wait_until_importing_torch(proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
     """Return once ``proc`` has loaded torch's libraries (Linux: its ``/proc/PID/maps`` names them), that is
     once its start-up is under way, however loaded the machine: a fixed delay could signal a process that has
@@ -70,8 +97,9 @@ def wait_until_importing_torch(proc: subprocess.Popen[str], timeout: float = 120
                                                       (signal.SIGTERM, 143, "error: stopped by SIGTERM")])  # fmt: skip
 def test_a_signal_during_start_up_is_one_line(env, tmp_path, signum, code, line):
     """Stopped while it imports torch (seconds): it used to print a KeyboardInterrupt traceback."""
-    proc = subprocess.Popen([str(UNLEARNCTL), *TINY_FORGET, "--out", str(tmp_path / "out")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # as from a terminal: the signal's default disposition (a test run in the background inherits SIGINT ignored)
+    proc = subprocess.Popen([*with_signals_default(), str(UNLEARNCTL), *TINY_FORGET, "--out", str(tmp_path / "out")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_until_importing_torch(proc)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)

@@ -33,9 +33,11 @@ def handle(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Route the stop signals to :func:`handle` (main thread only)."""
+    """Route the stop signals to :func:`handle` (main thread only). A signal the process was started to ignore
+    stays ignored: ``nohup`` ignores SIGHUP so that a run outlives its terminal, and a shell script's background
+    job ignores SIGINT so that Ctrl-C meant for the script's foreground does not reach it."""
     for name in STOP_SIGNALS:
-        if hasattr(signal, name):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
             signal.signal(getattr(signal, name), handle)
 
 
