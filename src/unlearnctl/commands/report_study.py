@@ -10,7 +10,6 @@ nothing is fetched at view time.
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass, field
 from html import escape
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .figures import png_bytes
+from .report_html import images_html
 from .study_compare import compare_study
 from .study_markdown import Block, Table, study_blocks
 from .study_plot import study_figure
@@ -78,16 +78,8 @@ def blocks_html(blocks: list[Block]) -> str:
     return "".join(parts)
 
 
-def _picture(title: str, rel: str, data: bytes) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return (
-        f"<figure><img src='{uri}' alt='{escape(title)}' title='{escape(rel)}'>"
-        f"<figcaption>{escape(title)} <code>{escape(rel)}</code></figcaption></figure>"
-    )
-
-
-def group_pictures(study: Path, index: dict[str, Any], warnings: list[str]) -> list[str]:
-    """Each compared group's first done cell (in study order) with an eval picture, as a figure."""
+def group_pictures(study: Path, index: dict[str, Any], warnings: list[str]) -> list[tuple[str, str, bytes]]:
+    """Each compared group's first done cell (in study order) with an eval picture: (title, path, PNG bytes)."""
     seen: set[str] = set()
     figures = []
     for cell in index.get("cells", []):
@@ -107,7 +99,7 @@ def group_pictures(study: Path, index: dict[str, Any], warnings: list[str]) -> l
         seen.add(group)
         label = str(cell.get("label") or cell.get("method") or group)
         title = f"{label}: {cell.get('forget_label') or ''}, seed {cell.get('seed')}"
-        figures.append(_picture(title, rel, data))
+        figures.append((title, rel, data))
     return figures
 
 
@@ -125,12 +117,13 @@ def study_section(study: Path) -> StudySection:
         parts.append(f"<p class='meta'>no trade-off plot: {escape(str(exc))}</p>")
     else:
         plotted = 1
-        parts.append("<h3>trade-off</h3>" + _picture("forgetting vs. FID, intervals and front", "compare STUDY", plot))
+        figure = ("forgetting vs. FID, intervals and front", "compare STUDY", plot)
+        parts.append("<h3>trade-off</h3>" + images_html([figure]))
     pictures = group_pictures(study, index, warnings)
     if pictures:
         parts.append(
             "<h3>what each group draws for the forgotten classes</h3><p class='meta'>each group's first done cell: "
             "the base model (left) and the model after (right), from the same noise</p>"
-            f"<div class='grids'>{''.join(pictures)}</div>"
+            + images_html(pictures)
         )
     return StudySection(result.name, Path(study), "".join(parts), len(pictures) + plotted, warnings)
