@@ -1,7 +1,7 @@
 """``unlearnctl sweep``: a study spec expands to cells; the cells run through the local executor into one
 study folder with an index; a sweep killed (``kill -9``) or stopped (SIGTERM) mid-study is resumed by the
 same command -- finished cells untouched, the cut-short ``forget`` continued from its checkpoint -- and a
-cell that keeps failing is retried, then reported, while the others finish.
+cell that fails is reported (after its retries; at once when refused as bad input) while the others finish.
 
 The cells are real ``unlearnctl forget`` and ``eval`` processes on the tiny model of the test plugin.
 """
@@ -246,7 +246,9 @@ def _stale(partial: Path) -> bool:
     return not describe(partial).live
 
 
-def test_a_failing_cell_is_retried_then_reported_and_the_others_finish(child_env, tmp_path):
+def test_a_cell_refused_as_bad_input_is_reported_at_once_and_the_others_finish(child_env, tmp_path):
+    """A forget set the model cannot have (class 99) makes ``forget`` exit 2: the same input would be refused
+    again, so the sweep reports the cell after one attempt (its retry is spent on failures that may pass)."""
     spec_text = SPEC.format(steps=2, checkpoint_every=0).replace(
         'forget_sets = ["classes:1"]', 'forget_sets = ["classes:1", "classes:99"]'
     )
@@ -261,20 +263,20 @@ def test_a_failing_cell_is_retried_then_reported_and_the_others_finish(child_env
     assert all(r["status"] == "done" for r in good)
     for record in bad:
         assert record["status"] == "failed"
-        assert record["attempts"] == 2  # the first try and one retry
+        assert record["attempts"] == 1  # not retried
         assert record["failed_command"] == "forget"
         assert record["returncode"] == 2
         assert "99" in record["error"]  # the cell's own one-line error, from its log
-    assert "retry" in result.stdout
+        assert f"failed {record['id']}" in result.stdout
+    assert "retry" not in result.stdout
     for record in bad:
         assert f"cell {record['id']} did not finish" in result.stderr
-    # a later sweep tries the failed cells again (and only them)
-    again = sweep([spec, "--out", study, "--retries", "0", "--json"], child_env)
+    # a later sweep tries the failed cells again (and only them): the user may have fixed what they refused
+    again = sweep([spec, "--out", study, "--json"], child_env)
     assert again.returncode == 1
     summary = json.loads(again.stdout)
     assert sorted(summary["failed"]) == sorted(r["id"] for r in bad)
-    assert {r["id"]: r["attempts"] for r in index(study)["cells"] if r in bad or r["id"] in summary["failed"]}
-    assert all(r["attempts"] == 3 for r in index(study)["cells"] if r["forget_label"] == "classes:99")
+    assert all(r["attempts"] == 2 for r in index(study)["cells"] if r["forget_label"] == "classes:99")
 
 
 def test_dry_run_and_print_config(cli, tiny, tmp_path):
@@ -296,9 +298,10 @@ def test_dry_run_and_print_config(cli, tiny, tmp_path):
 
 
 def test_the_progress_bar_counts_finished_cells_not_interrupted_or_retried_ones(tmp_path):
-    """The sweep's own bookkeeping (``_Scheduler.settle`` / ``block``) reports four cells to the CLI's reporter:
-    one done, one failed twice (a retry, then failed for good), one blocked, one interrupted by a stop. The bar
-    advances for the three this sweep is through with; the interrupted one is left for the next sweep."""
+    """The sweep's own bookkeeping (``_Scheduler.settle`` / ``block``) reports five cells to the CLI's reporter:
+    one done, one failed twice (a retry, then failed for good), one refused as bad input (exit 2: not retried),
+    one blocked, one interrupted by a stop. The bar advances for the four this sweep is through with; the
+    interrupted one is left for the next sweep."""
     import io
     from types import SimpleNamespace
 
@@ -310,7 +313,7 @@ def test_the_progress_bar_counts_finished_cells_not_interrupted_or_retried_ones(
 
     out = io.StringIO()
     reporter = RichSweepReporter(Console(file=out, width=120))
-    ids = ["ok", "bad", "needs-bad", "cut"]
+    ids = ["ok", "bad", "refused", "needs-bad", "cut"]
     p = SimpleNamespace(study=tmp_path, request=SimpleNamespace(retries=1))
     sched = _Scheduler(p, {"cells": [{"id": i} for i in ids]}, reporter)  # type: ignore[arg-type]
     cell = {i: SimpleNamespace(id=i) for i in ids}
@@ -319,20 +322,26 @@ def test_the_progress_bar_counts_finished_cells_not_interrupted_or_retried_ones(
         bar = reporter.progress.tasks[0]
         sched.settle(cell["ok"], CellOutcome("ok", 0, 1.0))
         assert bar.completed == 1
-        sched.settle(cell["bad"], CellOutcome("bad", 2, 1.0, "forget", "no such class"))  # retried
+        sched.settle(cell["bad"], CellOutcome("bad", 1, 1.0, "forget", "out of memory"))  # retried
         assert bar.completed == 1 and sched.queue == [cell["bad"]]
-        sched.settle(cell["bad"], CellOutcome("bad", 2, 1.0, "forget", "no such class"))  # failed for good
-        assert bar.completed == 2
+        sched.queue.clear()
+        sched.settle(cell["bad"], CellOutcome("bad", 1, 1.0, "forget", "out of memory"))  # failed for good
+        assert bar.completed == 2 and sched.queue == []
+        sched.settle(cell["refused"], CellOutcome("refused", 2, 1.0, "forget", "no such class"))  # bad input
+        assert bar.completed == 3 and sched.queue == [], "a cell refused as bad input was retried"
         sched.block(cell["needs-bad"], "its retrain cell bad failed")
-        assert bar.completed == 3
+        assert bar.completed == 4
         sched.settle(cell["cut"], CellOutcome("cut", 143, 1.0, "forget", cancelled=True))
-        assert bar.completed == 3, "an interrupted cell was counted as finished"
+        assert bar.completed == 4, "an interrupted cell was counted as finished"
     finally:
         reporter.stop()
-    statuses = {r["id"]: r["status"] for r in index(tmp_path)["cells"]}
-    assert statuses == {"ok": "done", "bad": "failed", "needs-bad": "blocked", "cut": "interrupted"}
+    records = {r["id"]: r for r in index(tmp_path)["cells"]}
+    assert {i: r["status"] for i, r in records.items()} == {
+        "ok": "done", "bad": "failed", "refused": "failed", "needs-bad": "blocked", "cut": "interrupted"
+    }
+    assert (records["bad"]["attempts"], records["refused"]["attempts"]) == (2, 1)
     text = out.getvalue()
-    assert "retry bad" in text and "interrupted cut" in text
+    assert "retry bad" in text and "retry refused" not in text and "interrupted cut" in text
 
 
 def test_a_cells_seconds_sum_every_attempt(tmp_path):

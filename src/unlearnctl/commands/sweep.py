@@ -5,8 +5,9 @@ plain ``unlearnctl`` commands (:mod:`unlearnctl.cells`): ``forget --config confi
 ``eval --config configs/<id>.eval.json``, each config file what ``--print-config`` would write for it. A
 second sweep of the same spec skips the cells that are done, runs ``eval`` alone where only it is missing,
 resumes a ``forget`` cut short from its last checkpoint (``forget --resume``), and runs the rest; a cell
-that fails is retried ``--retries`` times, then reported (status ``failed``, its log's last lines in the
-index); the cells that need a failed ``retrain`` cell are reported ``blocked``.
+that fails is retried ``--retries`` times (one refused as bad input, exit 2, is not), then reported (status
+``failed``, its log's last lines in the index); the cells that need a failed ``retrain`` cell are reported
+``blocked``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from ..cells import CellOutcome, CellTask
 from ..config import parse_set_values, resolve_options
-from ..errors import Interrupted, UsageError
+from ..errors import ExitCode, Interrupted, UsageError
 from ..inprogress import lock
 from ..rundir import LOCK_FILE, atomic_write_text
 from .configs import EVAL_SPEC, FORGET_SPEC
@@ -324,7 +325,8 @@ class _Scheduler:
         else:
             self.tries[cell.id] = self.tries.get(cell.id, 0) + 1
             rec.update(status="failed", error=outcome.log_tail or f"exit status {outcome.returncode}")
-            if self.tries[cell.id] <= self.p.request.retries:
+            # bad input (exit 2) is refused the same way every time: a retry would only spend its start-up again
+            if outcome.returncode != ExitCode.USAGE and self.tries[cell.id] <= self.p.request.retries:
                 retrying = True
                 rec["status"] = "pending"
                 self.queue.append(cell)
