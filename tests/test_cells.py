@@ -8,6 +8,7 @@ when the thread that started it ends (``PR_SET_PDEATHSIG``), then execs the comm
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,18 +24,23 @@ from unlearnctl.cells import CellTask, die_with_parent, run_cell
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
-#: a command that records its pid and folder, writes "term" on SIGTERM (exit 143), else sleeps, then exits
+#: a command that records its pid and folder, writes "term" on SIGTERM (after $FAKE_TERM_SLEEP s; exit 143),
+#: else sleeps, then exits
 #: with the status in $FAKE_EXIT; the marker files go to $FAKE_MARKS
 SLEEPER = """\
 import os, signal, sys, time
 from pathlib import Path
 marks = Path(os.environ["FAKE_MARKS"])
+def mark(name):  # whole or absent: a test that sees the file reads the pid
+    (marks / f".{name}").write_text(str(os.getpid()))
+    os.replace(marks / f".{name}", marks / name)
 def term(signum, frame):
-    (marks / "term").write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("FAKE_TERM_SLEEP", "0")))  # a checkpoint being written
+    mark("term")
     sys.exit(143)
 signal.signal(signal.SIGTERM, term)
 print("cwd", os.getcwd(), "args", " ".join(sys.argv[1:]), "threads", os.environ.get("OMP_NUM_THREADS"), flush=True)
-(marks / "started").write_text(str(os.getpid()))
+mark("started")
 time.sleep(float(os.environ.get("FAKE_SLEEP", "30")))
 sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 """
@@ -92,6 +98,37 @@ def test_cancel_stops_the_command_itself_and_the_cell_ends_with_its_status(fake)
     (outcome,) = outcomes
     assert outcome.cancelled and outcome.returncode == 143
     assert (fake["marks"] / "term").read_text() == (fake["marks"] / "started").read_text()
+
+
+def test_a_repeated_interrupt_still_waits_for_the_stopped_command(fake):
+    """Ray's cancel is a ``KeyboardInterrupt`` in the thread running the cell, repeated until the task ends.
+    The first stops the command (SIGTERM); the next ones, which arrive while the command is still in its
+    handler (writing a checkpoint, here 1.5 s), must not end the wait: ``run_cell`` re-raises only once the
+    command has ended, so an executor that reports a cell stopped has no command left running."""
+    script = textwrap.dedent(
+        f"""
+        from unlearnctl.cells import CellTask, run_cell
+        run_cell(CellTask("c1", (("forget",),), {str(fake["cell"])!r}, "c1.log",
+                          env={{"PYTHONPATH": {str(fake["path"])!r}, "FAKE_MARKS": {str(fake["marks"])!r},
+                                "FAKE_TERM_SLEEP": "1.5"}}))
+        """
+    )
+    runner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        assert wait_for(fake["marks"] / "started"), (fake["cell"] / "c1.log").read_text()
+        for _ in range(4):  # the first interrupt, then three more within the command's 1.5 s handler
+            runner.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        _, err = runner.communicate(timeout=30)
+        assert (fake["marks"] / "term").exists(), "run_cell returned while its command was still stopping"
+        assert b"KeyboardInterrupt" in err  # re-raised once the command had ended
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        started = fake["marks"] / "started"
+        if started.exists() and not (fake["marks"] / "term").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(started.read_text()), signal.SIGKILL)
 
 
 @linux

@@ -104,14 +104,27 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the command, give it :data:`STOP_GRACE_S` to checkpoint and exit, then SIGKILL."""
+    """SIGTERM the command, give it :data:`STOP_GRACE_S` to checkpoint and exit, then SIGKILL.
+
+    Waits through further KeyboardInterrupts: Ray repeats a cancel until the task ends, and a wait cut
+    short would leave the command checkpointing unwatched while the executor reports it stopped.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while True:
+            try:
+                return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                break
+            except KeyboardInterrupt:
+                continue
+    while True:
         try:
-            return proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 #: The wrapper that starts each command on Linux, run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: it
