@@ -119,7 +119,8 @@ def erasediff_row(model: Any, split: Any, args: argparse.Namespace, world: Any, 
     """EraseDiff (bome, relabel) steps of the global batch through the real runner, on every rank."""
     from step_floor import make_method
 
-    from unlearnctl.contexts.unlearn import DEFERRED_LOG_LINES, UnlearnRun
+    from unlearnctl.contexts.step_log import DEFERRED_LOG_LINES
+    from unlearnctl.contexts.unlearn import UnlearnRun
     from unlearnctl.distributed import gather_objects
 
     method = make_method(ERASEDIFF, args.batch)

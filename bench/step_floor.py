@@ -196,7 +196,7 @@ def method_times(
     ``DEFERRED_LOG_LINES`` steps (no host read inside a step): the first read ends the warm-up, then
     ``steps`` more steps run and the mean step time from that read to the last one is returned.
     """
-    from unlearnctl.contexts.unlearn import DEFERRED_LOG_LINES
+    from unlearnctl.contexts.step_log import DEFERRED_LOG_LINES
 
     method = make_method(config, batch)
     method.check(model, split)

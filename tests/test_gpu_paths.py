@@ -21,7 +21,7 @@ from unlearnctl.builtin.methods.erasediff import EraseDiff
 from unlearnctl.builtin.methods.finetune import FineTune
 from unlearnctl.checkpoints import StepLoop, list_checkpoints
 from unlearnctl.commands.forget import ForgetRequest, forget
-from unlearnctl.contexts.unlearn import DEFERRED_LOG_LINES, UnlearnRun
+from unlearnctl.contexts.step_log import DEFERRED_LOG_LINES, StepLog
 from unlearnctl.errors import NonFiniteError
 from unlearnctl.manifest import read_manifest
 from unlearnctl.runtime import COMPILE_BACKEND_ENV, prepare_module
@@ -109,7 +109,7 @@ def test_the_step_loop_reads_nothing_to_the_host_between_flushes(monkeypatch, tm
 
         return read
 
-    flush = UnlearnRun.flush_pending
+    flush = StepLog.flush
 
     def flushing_pending(self):
         flushing[0] = True
@@ -118,7 +118,7 @@ def test_the_step_loop_reads_nothing_to_the_host_between_flushes(monkeypatch, tm
         finally:
             flushing[0] = False
 
-    monkeypatch.setattr(UnlearnRun, "flush_pending", flushing_pending)
+    monkeypatch.setattr(StepLog, "flush", flushing_pending)
     steps: list[int] = []
     run.hook = type("Hook", (), {"step_logged": lambda self, run, step, values: steps.append(step)})()
     with monkeypatch.context() as patched:

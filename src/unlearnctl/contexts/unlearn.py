@@ -8,13 +8,12 @@ bottom in its ``unlearn``; everything it shares with other methods is here.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from diffusers.optimization import get_scheduler
@@ -24,13 +23,13 @@ from ..checkpoints import StepLoop
 from ..data.batching import BatchStream
 from ..data.sets import ForgetSplit
 from ..diffusion import sample_timesteps
-from ..distributed import SINGLE, World, all_reduce_mean_, mean_values
-from ..errors import NonFiniteError, UsageError
+from ..distributed import SINGLE, World, all_reduce_mean_
+from ..errors import UsageError
 from ..lifecycle import RunInfo
 from ..models.folder import DiffusionModel
-from ..rundir import LOG_FILE
 from ..runtime import Precision, check_precision, prepare_module, seeded_generator
 from ..train_options import LRSchedule
+from .step_log import StepLog, nonfinite_gradient
 
 LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
@@ -113,13 +112,11 @@ class UnlearnRun(RunInfo):
         #: when this process started the run (a resumed run: when it was resumed)
         self.started_at = datetime.now(UTC)
         self._resumed_before: list[int] = []
-        self._log_fh: IO[str] | None = None
         self._streams = 0
         #: read logged values and gradient norms to the host only every few steps (accelerators: each read
         #: waits for the device's queue to drain); on the CPU a read costs nothing and they are read at once
         self.defer_host_reads = self.device.type != "cpu"
-        self._pending_lines: list[dict[str, Any]] = []
-        self._pending_norms: list[tuple[int, torch.Tensor]] = []
+        self._step_log = StepLog(world, self.device, lambda: self.work_dir, self._logged)
         self.model.unet.to(self.device).train()
         #: the UNet's opt-in speed-ups (docs/performance.md, "GPU paths"), recorded in the manifest
         self.channels_last, self.compiled = channels_last, compile
@@ -315,7 +312,7 @@ class UnlearnRun(RunInfo):
             # same weights as the branch below, which skips that pass when it reads that nothing is clipped)
             if clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(params, clip, total)
-            self._pending_norms.append((self.optimizer_steps + 1, total.detach()))
+            self._step_log.add_norm(self.optimizer_steps + 1, total)
             self._step(optimizer)
             return total
         # the norm is read to the host once (one sync on an accelerator) for the check and the clip decision
@@ -331,7 +328,7 @@ class UnlearnRun(RunInfo):
                 self._loss_scale /= 2.0
                 optimizer.zero_grad(set_to_none=True)
                 return total
-            raise _nonfinite_gradient(norm, self.optimizer_steps + 1)
+            raise nonfinite_gradient(norm, self.optimizer_steps + 1)
         self._step(optimizer)
         return total
 
@@ -368,65 +365,33 @@ class UnlearnRun(RunInfo):
         """Append one line to ``log.jsonl`` (step, values, learning rate, elapsed seconds) and tell the hooks.
 
         ``values``: numbers or 0-d tensors (a loss as ``loss.detach()``, not ``loss.item()``: on an
-        accelerator the run reads the tensors of :data:`DEFERRED_LOG_LINES` steps to the host at once, so
-        the step loop never waits for the device; the line is written then, and before each checkpoint).
+        accelerator the run reads the tensors of a few steps to the host at once (``DEFERRED_LOG_LINES`` of
+        :mod:`~unlearnctl.contexts.step_log`), so the step loop never waits for the device; the line is written
+        then, and before each checkpoint).
         """
         line: dict[str, Any] = {"step": step, **values}
         if self.optimizer is not None and "lr" not in line:
             # a schedule: the rate the step's update used (the optimizer's now is the next step's)
             line["lr"] = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
         line["time"] = round(time.perf_counter() - self._start, 4)
-        if not self.defer_host_reads:
-            self._emit({k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in line.items()})
-            return
-        self._pending_lines.append(line)
-        if len(self._pending_lines) >= DEFERRED_LOG_LINES or step == self.total_steps:
-            self.flush_pending()
+        self._step_log.add(line, defer=self.defer_host_reads, last=step == self.total_steps)
 
     def flush_pending(self) -> None:
         """Read the logged values and gradient norms kept on the device (one host read), check them, write them.
 
         Raises :class:`NonFiniteError` for the first non-finite value, as :meth:`log` does at once on the CPU.
         """
-        lines, self._pending_lines = self._pending_lines, []
-        norms, self._pending_norms = self._pending_norms, []
-        tensors = [v for line in lines for v in line.values() if isinstance(v, torch.Tensor)]
-        tensors += [n for _, n in norms]
-        if tensors:
-            # float64 holds every float32 value exactly (MPS has no float64: the values are float32 there)
-            dtype = torch.float32 if self.device.type == "mps" else torch.float64
-            read = iter(torch.stack([t.detach().reshape(()).to(self.device, dtype) for t in tensors]).tolist())
-            lines = [{k: (next(read) if isinstance(v, torch.Tensor) else v) for k, v in ln.items()} for ln in lines]
-            for optimizer_step, _ in norms:
-                norm = next(read)
-                if not math.isfinite(norm):
-                    raise _nonfinite_gradient(norm, optimizer_step)
-        for line in lines:
-            self._emit(line)
+        self._step_log.flush()
 
-    def _emit(self, line: dict[str, Any]) -> None:
-        line = mean_values(line, self.world)  # several processes: the mean over their shards
-        step = line["step"]
-        for key, value in line.items():
-            if isinstance(value, float) and not math.isfinite(value) and key != "time":
-                raise NonFiniteError(
-                    f"{key} became {value} at step {step}: lower the learning rate (--set lr=...) or the "
-                    "method's weights on that loss"
-                )
+    def _logged(self, line: dict[str, Any]) -> None:
+        """A line of log.jsonl was checked (and, by the main process, written): keep it, tell the hooks."""
         self.last_values = {k: v for k, v in line.items() if k not in ("step", "time", "lr")}
-        if not self.world.is_main:
-            return
-        if self.work_dir is not None:
-            if self._log_fh is None:  # opened once, kept open (flushed per line, closed by finish)
-                self._log_fh = open(self.work_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
-            self._log_fh.write(json.dumps(line) + "\n")
-            self._log_fh.flush()
-        if self.hook is not None:
-            self.hook.step_logged(run=self, step=step, values=line)
+        if self.world.is_main and self.hook is not None:
+            self.hook.step_logged(run=self, step=line["step"], values=line)
 
     def _before_checkpoint(self, step: int) -> None:
         # a checkpoint holds only steps whose logged values and gradients were read and found finite
-        self.flush_pending()
+        self._step_log.flush()
 
     # -- end -------------------------------------------------------------------------------------
 
@@ -446,14 +411,7 @@ class UnlearnRun(RunInfo):
     def close(self) -> None:
         """End the step loop and close ``log.jsonl`` (also when the method failed)."""
         self.loop.close()
-        if self._pending_lines or self._pending_norms:
-            # the run failed or stopped with lines not yet written: write what can be written; the run's own
-            # error is the one reported, not a non-finite value found here or a device error
-            with contextlib.suppress(NonFiniteError, RuntimeError):
-                self.flush_pending()
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
+        self._step_log.close()
 
     @property
     def started(self) -> float:
@@ -468,22 +426,7 @@ class UnlearnRun(RunInfo):
 
     def flush_log(self) -> int:
         """Flush ``log.jsonl``; its size in bytes (recorded in checkpoints)."""
-        if self._log_fh is not None:
-            self._log_fh.flush()
-            return self._log_fh.tell()
-        path = self.work_dir / LOG_FILE if self.work_dir is not None else None
-        return path.stat().st_size if path is not None and path.exists() else 0
-
-
-#: on an accelerator, the steps whose logged values are read to the host at once (UnlearnRun.log)
-DEFERRED_LOG_LINES = 10
-
-
-def _nonfinite_gradient(norm: float, optimizer_step: int) -> NonFiniteError:
-    return NonFiniteError(
-        f"the gradient norm became {norm} at optimizer step {optimizer_step} (a loss diverged): "
-        "lower the learning rate (--set lr=...)"
-    )
+        return self._step_log.size()
 
 
 def method_stream(world: World) -> str:
@@ -516,11 +459,4 @@ class _RunCounters:
         r.last_values = dict(state["last_values"])
         r.extra.update(state.get("extra") or {})
         r._resumed_before = [int(x) for x in state.get("resumed_at") or []]
-        if r.world.is_main and r.work_dir is not None:
-            if r._log_fh is not None:
-                r._log_fh.close()
-                r._log_fh = None
-            log = r.work_dir / LOG_FILE
-            if log.exists():
-                with open(log, "r+b") as fh:
-                    fh.truncate(int(state["log_bytes"]))
+        r._step_log.truncate(int(state["log_bytes"]))
