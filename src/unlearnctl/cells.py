@@ -103,28 +103,26 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the command, give it :data:`STOP_GRACE_S` to checkpoint and exit, then SIGKILL.
-
-    Waits through further KeyboardInterrupts: Ray repeats a cancel until the task ends, and a wait cut
-    short would leave the command checkpointing unwatched while the executor reports it stopped.
-    """
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while True:
-            try:
-                return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                break
-            except KeyboardInterrupt:
-                continue
+def _wait(proc: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+    """``proc.wait(timeout)``, waiting on through KeyboardInterrupts: Ray repeats a cancel until the task ends,
+    and a wait cut short would leave the command checkpointing unwatched while the executor reports it stopped."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
-            return proc.wait()
+            return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             continue
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the command, give it :data:`STOP_GRACE_S` to checkpoint and exit, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return _wait(proc, STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return _wait(proc)
 
 
 #: The wrapper that starts each command on Linux, run as ``python -I -S -c WRAPPER PARENT_PID COMMAND...``: it

@@ -103,21 +103,24 @@ class StepLog:
                     "method's weights on that loss"
                 )
         if self.world.is_main:
-            folder = self._folder()
-            if folder is not None:
+            path = self._path()
+            if path is not None:
                 if self._fh is None:  # opened once, kept open (flushed per line, closed by close())
-                    self._fh = open(folder / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+                    self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115
                 self._fh.write(json.dumps(line) + "\n")
                 self._fh.flush()
         self._on_line(line)
+
+    def _path(self) -> Path | None:
+        folder = self._folder()
+        return folder / LOG_FILE if folder is not None else None
 
     def size(self) -> int:
         """The file's size in bytes, flushed (what a checkpoint records)."""
         if self._fh is not None:
             self._fh.flush()
             return self._fh.tell()
-        folder = self._folder()
-        path = folder / LOG_FILE if folder is not None else None
+        path = self._path()
         return path.stat().st_size if path is not None and path.exists() else 0
 
     def truncate(self, size: int) -> None:
@@ -125,8 +128,7 @@ class StepLog:
         if not self.world.is_main:
             return
         self.close_file()
-        folder = self._folder()
-        path = folder / LOG_FILE if folder is not None else None
+        path = self._path()
         if path is not None and path.exists():
             with open(path, "r+b") as fh:
                 fh.truncate(size)
