@@ -54,6 +54,9 @@ FRONT_PLOT = ROOT / "docs" / "img" / "digits-test-front.png"
 SAMPLES_DIR = ROOT / "docs" / "img" / "digits-test-samples"
 GOAL_PLOT = ROOT / "docs" / "img" / "digits-test-goal.png"
 SAMPLES_FORGET_SET = "classes:2"
+#: the test forget sets of whole classes, each compared on its own for the front (a random set has no forgotten
+#: class to recognise)
+FRONT_FORGET_SETS = ("classes:2", "classes:8", "classes:1,7")
 
 
 def _mean(group: dict[str, Any], key: str) -> float | None:
@@ -261,8 +264,17 @@ def goal_table(data: dict[str, Any], labels: tuple[str, ...] = GOAL_LABELS) -> t
         "\nMeans over the forget set's seeds; the base model is evaluated in the same cells. In brackets after the "
         "forgotten class: the `retrain` model of that forget set (seed 0), which never saw it (`-`: no retrain cell)."
     )
-    if data.get("missing"):
-        lines.append(f"\nProvisional: {len(data['missing'])} cells of the study are not done.")
+    missing = data.get("missing") or []
+    unfinished = [m for m in missing if m.get("status") != "failed"]
+    if unfinished:
+        lines.append(f"\nProvisional: {len(unfinished)} cells of the study are not done.")
+    failed = sorted(
+        f"{m.get('label') or m.get('group')} on {m.get('forget_label')} (seed {m.get('seed')})"
+        for m in missing
+        if m.get("status") == "failed"
+    )
+    if failed:
+        lines.append(f"\nFailed for good, left out ({len(failed)}): {'; '.join(failed)}.")
     return "\n".join(lines), missed
 
 
@@ -318,6 +330,102 @@ def goal_plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _point(group: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A group's forgotten-class recognition and FID intervals (a single cell: its value at both ends)."""
+    out = {}
+    for key in ("recognition_rate", "fid"):
+        iv = dict(group["overall"].get(key) or {})
+        if iv.get("mean") is not None:
+            iv["low"] = iv["mean"] if iv.get("low") is None else iv["low"]
+            iv["high"] = iv["mean"] if iv.get("high") is None else iv["high"]
+        out[key] = iv
+    return out
+
+
+def _dominates(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
+    """``a``'s means are <= ``b``'s on both axes and < on one (the front's rule, ``unlearnctl compare``)."""
+    (ar, af), (br, bf) = ((p["recognition_rate"]["mean"], p["fid"]["mean"]) for p in (a, b))
+    return ar <= br and af <= bf and (ar < br or af < bf)
+
+
+def _beyond_noise(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], threshold: float | None) -> bool:
+    """Whether ``a`` is better than ``b`` beyond the noise on some axis, by the protocol's rule: the 95% intervals
+    do not overlap and, for FID, the means differ by more than the noise floor's threshold."""
+    rec_a, rec_b = a["recognition_rate"], b["recognition_rate"]
+    fid_a, fid_b = a["fid"], b["fid"]
+    if rec_a["high"] < rec_b["low"]:
+        return True
+    return fid_a["high"] < fid_b["low"] and fid_b["mean"] - fid_a["mean"] > (threshold or 0.0)
+
+
+def front_rows(by_forget_set: dict[str, dict[str, Any]], labels: tuple[str, ...] = GOAL_LABELS) -> list[dict[str, Any]]:
+    """For each forget set's ``compare STUDY --forget-set FS --json``: its front (every group, retrain included),
+    EraseDiff's point, the method groups that dominate it by their means, and whether any of them does so beyond the
+    noise (:func:`_beyond_noise`) -- the last is what "EraseDiff on the front, within the noise" asks."""
+    rows = []
+    for forget_set, data in by_forget_set.items():
+        groups = [g for g in data["groups"] if g["overall"].get("recognition_rate") and g["overall"].get("fid")]
+        points = {g["key"]: _point(g) for g in groups}
+        ours = [g for g in groups if g["label"] in labels]
+        if not ours:
+            continue
+        mine = points[ours[0]["key"]]
+        threshold = (data.get("noise_floor") or {}).get("threshold")
+        dominators = [
+            g
+            for g in groups
+            if g["role"] == "method" and g["label"] not in labels and _dominates(points[g["key"]], mine)
+        ]
+        rows.append({
+            "forget_set": forget_set,
+            "front": [g["label"] for g in groups if g["key"] in data["front"]],
+            "erasediff": mine,
+            "dominated_by": [(g["label"], points[g["key"]]) for g in dominators],
+            "beyond_noise": [g["label"] for g in dominators if _beyond_noise(points[g["key"]], mine, threshold)],
+        })  # fmt: skip
+    return rows
+
+
+def _at(point: dict[str, dict[str, Any]]) -> str:
+    rec, fid = point["recognition_rate"], point["fid"]
+    return f"{100 * rec['mean']:.0f}% / {fid['mean']:.2f}"
+
+
+def front_table(by_forget_set: dict[str, dict[str, Any]]) -> str:
+    """:func:`front_rows` as a Markdown table."""
+    lines = [
+        "| forget set | front (by means) | EraseDiff: recognised / FID | dominated by (recognised / FID) | "
+        "beyond the noise |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in front_rows(by_forget_set):
+        dominated = "; ".join(f"{label} ({_at(p)})" for label, p in r["dominated_by"]) or "- (on the front)"
+        beyond = ", ".join(r["beyond_noise"]) or ("no" if r["dominated_by"] else "-")
+        lines.append(
+            f"| {r['forget_set']} | {', '.join(r['front'])} | {_at(r['erasediff'])} | {dominated} | {beyond} |"
+        )
+    lines.append(
+        "\nOne `unlearnctl compare STUDY --forget-set FS` per forget set: means over its seeds, the front among every "
+        "group (retrain included). Beyond the noise: a method better than EraseDiff with non-overlapping 95% "
+        "intervals on recognition, or on FID by more than the noise floor's threshold too."
+    )
+    return "\n".join(lines)
+
+
+def compare_forget_sets(study: Path, forget_sets: tuple[str, ...] = FRONT_FORGET_SETS) -> dict[str, dict[str, Any]]:
+    """``unlearnctl compare STUDY --forget-set FS --json --no-plot`` for each of ``forget_sets``."""
+    out = {}
+    for forget_set in forget_sets:
+        run = subprocess.run(
+            [str(UNLEARNCTL), "compare", str(study), "--forget-set", forget_set, "--json", "--no-plot"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if run.returncode != 0:
+            raise SystemExit(run.stderr.strip())
+        out[forget_set] = json.loads(run.stdout)
+    return out
+
+
 def goal(study: Path) -> None:
     """Print :func:`goal_table` for ``study``; exit 1 when a class misses the goal."""
     text, missed = goal_table(read_study(study))
@@ -346,7 +454,8 @@ def sample_pictures(study: Path, forget_set: str = SAMPLES_FORGET_SET, seed: int
     rows, kept = [], None
     for cell in index.get("cells", []):
         if (cell.get("status"), cell.get("role"), cell.get("forget_label"), cell.get("seed")) not in {
-            ("done", "method", forget_set, seed), ("done", "retrain", forget_set, seed)
+            ("done", "method", forget_set, seed),
+            ("done", "retrain", forget_set, seed),
         }:
             continue
         samples = study / cell["run"] / "samples"
@@ -386,7 +495,8 @@ def read_json(path: Path) -> dict[str, Any]:
 def results(study: Path) -> None:
     """Regenerate the study's blocks of docs/results-digits.md: ``compare STUDY --markdown`` (the tables with
     intervals, the noise floor, the wall time), the front plot (docs/img/digits-test-front.png), the goal table and
-    plot (:func:`goal_plot`), and the sample pictures (:func:`sample_pictures`)."""
+    plot (:func:`goal_plot`), the front forget set by forget set (:func:`front_table`), and the sample pictures
+    (:func:`sample_pictures`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -403,6 +513,7 @@ def results(study: Path) -> None:
     text = RESULTS_PAGE.read_text(encoding="utf-8")
     text = _replace_block(text, "study", markdown)
     text = _replace_block(text, "goal", goal_table(data)[0])
+    text = _replace_block(text, "fronts", front_table(compare_forget_sets(study)))
     goal_plot(goal_rows(data), GOAL_PLOT)
     text = _replace_block(text, "samples", sample_pictures(study))
     RESULTS_PAGE.write_text(text, encoding="utf-8")

@@ -342,6 +342,36 @@ def test_per_forget_set_tables(cli, study):
         assert needle in out, needle
 
 
+def test_forget_set_restricts_every_number_and_the_front_to_its_cells(cli, study):
+    root, numbers = study
+    result = cli("compare", root, "--json", "--no-plot", "--forget-set", "classes:5")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["study"] == "hand-made (classes:5)" and data["forget_sets"] == ["classes:5"]
+    assert data["n_cells"] == 9 and all(g["n_cells"] == 3 for g in data["groups"])
+    for group in data["groups"]:
+        for metric in ("recognition_rate", "fid"):
+            # the overall interval is now the one forget set's interval over its seeds
+            _close(group["overall"][metric], _values(numbers, root, group["key"], metric, "classes:5"), metric)
+    assert data["base"]["overall"]["fid"]["mean"] == BASE["classes:5"][1]
+    # both cells not done are classes:5 cells; a front of the one forget set's means
+    assert len(data["missing"]) == 2 and {m["forget_label"] for m in data["missing"]} == {"classes:5"}
+    means = {g["key"]: (g["overall"]["recognition_rate"]["mean"], g["overall"]["fid"]["mean"]) for g in data["groups"]}
+    keys = list(means)
+    assert data["front"] == [keys[i] for i in pareto_front([means[k] for k in keys])]
+    # both forget sets named: the same numbers as no filter at all
+    both = json.loads(
+        cli("compare", root, "--json", "--no-plot", *(arg for f in FORGET_SETS for arg in ("--forget-set", f))).stdout
+    )
+    plain = json.loads(cli("compare", root, "--json", "--no-plot").stdout)
+    assert both["groups"] == plain["groups"] and both["front"] == plain["front"]
+
+    unknown = cli("compare", root, "--no-plot", "--forget-set", "classes:9")
+    assert unknown.exit_code == 2
+    assert "no forget set 'classes:9'" in unknown.stderr and "classes:2, classes:5" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+
+
 def test_bootstrap_and_level_options(cli, study):
     root, numbers = study
     data = json.loads(cli("compare", root, "--json", "--no-plot", "--interval", "bootstrap", "--level", "0.9").stdout)
@@ -377,6 +407,8 @@ def test_run_folders_keep_working_and_refuse_study_only_flags(cli, tiny_run):
     assert [r["method"] for r in json.loads(ok.stdout)["runs"]] == ["erasediff"]
     refused = cli("compare", tiny_run, "--no-plot", "--interval", "bootstrap")
     assert refused.exit_code == 2 and "study folder only" in refused.stderr
+    refused = cli("compare", tiny_run, "--no-plot", "--forget-set", "classes:2")
+    assert refused.exit_code == 2 and "--forget-set" in refused.stderr and "study folder only" in refused.stderr
 
 
 def test_a_changed_cell_is_refused_and_no_verify_reads_it(study, tmp_path, cli):

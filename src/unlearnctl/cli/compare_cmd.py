@@ -97,6 +97,7 @@ def _compare_study(
     x_metric: str | None,
     json_output: bool,
     markdown: Path | None = None,
+    forget_sets: list[str] | None = None,
 ) -> None:
     """``compare STUDY``: aggregate, plot, write the Markdown, then print JSON or the tables."""
     from ..commands.intervals import INTERVAL_METHODS
@@ -121,6 +122,7 @@ def _compare_study(
         method=method,
         level=0.95 if level is None else level,
         x_metric=x_metric or "recognition_rate",
+        forget_sets=forget_sets or (),
     )
     plot_path = None if no_plot else study_plot(result, plot, overwrite=overwrite)
     if markdown is not None:
@@ -198,6 +200,18 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        forget_sets: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--forget-set",
+                metavar="FORGET_SET",
+                help=(
+                    "Study only: compare the cells of this forget set only (as the sweep names it, e.g. classes:2 "
+                    "or random:0.1), so the overall rows and the front compare like with like. Repeatable."
+                ),
+                show_default=False,
+            ),
+        ] = None,
         json_output: JsonFlag = False,
     ) -> None:
         """One table across runs (method, key options, forgetting, kept-class rate, FID, wall time, steps; with
@@ -213,15 +227,19 @@ def register(app: typer.Typer) -> None:
         from ..errors import UsageError
 
         if len(runs) == 1 and is_study(runs[0]):
-            _compare_study(runs[0], plot, no_plot, overwrite, interval, level, x_metric, json_output, markdown)
+            _compare_study(
+                runs[0], plot, no_plot, overwrite, interval, level, x_metric, json_output, markdown, forget_sets
+            )
             return
         if markdown is not None:
             raise UsageError(
                 "--markdown needs a study folder: pass one folder holding a study.json (from `unlearnctl sweep`)"
             )
-        given = [flag for flag, value in (("--interval", interval), ("--level", level), ("--x", x_metric)) if value]
+        study_only = (("--interval", interval), ("--level", level), ("--x", x_metric), ("--forget-set", forget_sets))
+        given = [flag for flag, value in study_only if value]
         if given:
-            raise UsageError(f"{', '.join(given)} apply to a study folder only: pass one folder holding a study.json")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise UsageError(f"{', '.join(given)} {verb} to a study folder only: pass one folder holding a study.json")
         if not no_plot and plot.exists() and not overwrite:
             raise UsageError(f"'{plot}' already exists: pass --overwrite to replace it, or choose another --plot")
         result = compare(runs, load_registry())

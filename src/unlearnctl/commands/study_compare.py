@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,22 @@ from .study_result import (
     number,
 )
 
-__all__ = ["CellData", "LoadedStudy", "aggregate", "compare_study", "is_study", "load_study", "pareto_front"]
+__all__ = [
+    "CellData",
+    "LoadedStudy",
+    "aggregate",
+    "compare_study",
+    "forget_set_of",
+    "is_study",
+    "load_study",
+    "only_forget_sets",
+    "pareto_front",
+]
 
 #: the protocol entries that must agree between cells (forgotten classes and seed legitimately differ)
 PROTOCOL_KEYS = ("sampler", "steps", "eta", "guidance", "samples_per_class")
 #: a group's FID is "within noise" of the base's when they differ by less than this many noise-floor stds
 NOISE_FLOOR_STDS = 2.0
-
-
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -52,6 +61,37 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return front
+
+
+def forget_set_of(cell: dict[str, Any]) -> str:
+    """A study cell's forget set as the sweep names it (``classes:2``, ``random:0.1``): its ``forget_label``."""
+    return str(cell.get("forget_label") or ",".join(cell.get("forget") or []) or "-")
+
+
+def only_forget_sets(loaded: LoadedStudy, forget_sets: Sequence[str]) -> LoadedStudy:
+    """``loaded`` restricted to the cells of ``forget_sets`` (done and not done; a cell that is not compared, such
+    as the noise floor, stays). A forget set the study does not have is refused, with the ones it has."""
+    if not forget_sets:
+        return loaded
+    records = [c for c in loaded.index.get("cells", []) if isinstance(c, dict)]
+    known = list(dict.fromkeys(forget_set_of(c) for c in records if c.get("role", "method") in COMPARED_ROLES))
+    unknown = [fs for fs in forget_sets if fs not in known]
+    if unknown:
+        raise UsageError(
+            f"study '{loaded.path}' has no forget set {', '.join(map(repr, unknown))}: "
+            f"--forget-set takes one of {', '.join(known) or '(none)'}"
+        )
+    wanted = set(forget_sets)
+
+    def keep(cell: dict[str, Any]) -> bool:
+        return cell.get("role", "method") not in COMPARED_ROLES or forget_set_of(cell) in wanted
+
+    return replace(
+        loaded,
+        index={**loaded.index, "cells": [c for c in records if keep(c)]},
+        cells=[d for d in loaded.cells if keep(d.cell)],
+        missing=[m for m in loaded.missing if m.get("forget_label") in wanted],
+    )
 
 
 def _seconds(cell: dict[str, Any]) -> float | None:
@@ -217,7 +257,7 @@ def aggregate(
         label = str(cell.get("label") or cell.get("method") or role)
         options = cell.get("options") or {}
         key = str(cell.get("group") or f"{label}|{json.dumps(options, sort_keys=True)}")
-        forget_set = str(cell.get("forget_label") or ",".join(cell.get("forget") or []) or "-")
+        forget_set = forget_set_of(cell)
         if forget_set not in forget_sets:
             forget_sets.append(forget_set)
         info.setdefault(key, (label, options, role))
@@ -296,17 +336,23 @@ def compare_study(
     level: float = 0.95,
     x_metric: str = "recognition_rate",
     seed: int = 0,
+    forget_sets: Sequence[str] = (),
 ) -> StudyComparison:
-    """:func:`load_study` then :func:`aggregate`."""
-    loaded = load_study(study)
+    """:func:`load_study` then :func:`aggregate`; with ``forget_sets``, only those forget sets' cells
+    (:func:`only_forget_sets`), so that the overall rows and the front compare like with like."""
+    loaded = only_forget_sets(load_study(study), forget_sets)
+    name = str(loaded.index.get("name") or Path(study).name)
+    if forget_sets:
+        name += f" ({', '.join(forget_sets)})"
     if not loaded.cells:
+        on = f" on {', '.join(forget_sets)}" if forget_sets else ""
         raise UsageError(
-            f"study '{study}' has no done cell yet ({len(loaded.missing)} not done): "
+            f"study '{study}' has no done cell{on} yet ({len(loaded.missing)} not done): "
             "run `unlearnctl sweep` to finish it"
         )
     return aggregate(
         loaded.cells,
-        name=str(loaded.index.get("name") or Path(study).name),
+        name=name,
         missing=loaded.missing,
         noise_floor=loaded.noise_floor,
         method=method,
