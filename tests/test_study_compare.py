@@ -344,7 +344,7 @@ def test_per_forget_set_tables(cli, study):
 
 def test_forget_set_restricts_every_number_and_the_front_to_its_cells(cli, study):
     root, numbers = study
-    result = cli("compare", root, "--json", "--no-plot", "--forget-set", "classes:5")
+    result = cli("compare", root, "--json", "--no-plot", "--forget-set", "classes:5", "--forget-set", "classes:5")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["study"] == "hand-made (classes:5)" and data["forget_sets"] == ["classes:5"]

@@ -151,5 +151,3 @@ def to_toml(data: Mapping[str, Any], header: Sequence[str] = ()) -> str:
     if unset:
         comments.append(f"# not set (their defaults apply): {', '.join(unset)}")
     return "\n".join(comments) + ("\n\n" if comments else "") + body
-
-

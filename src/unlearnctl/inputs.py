@@ -74,7 +74,6 @@ def load_model(spec: str, registry: Any | None = None) -> DiffusionModel:
         if (folder / "config.json").is_file():
             return load_model_folder(folder, source=str(spec))
         if (folder / "unet" / "config.json").is_file():  # a DDPMPipeline folder
-
             return load_hub_model(folder, source=str(spec))
         raise ModelNotAvailableError(
             f"'{spec}' holds no model: expected a run folder (model/ and {MANIFEST_FILE}), a diffusers folder "

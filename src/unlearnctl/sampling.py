@@ -118,5 +118,3 @@ def save_images(
         to_pil(image).save(path)
         paths.append(path)
     return paths
-
-

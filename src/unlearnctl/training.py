@@ -65,7 +65,6 @@ def build_scheduler(options: TrainOptions) -> DDPMScheduler:
     )
 
 
-
 @dataclass
 class TrainResult:
     """What :func:`train_model` returns."""
@@ -284,5 +283,3 @@ def resolve_train_options(
             for e in exc.errors(include_url=False)
         ]
         raise OptionError("train: " + "; ".join(errors)) from None
-
-

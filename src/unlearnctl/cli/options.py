@@ -196,9 +196,7 @@ PrecisionOption = Annotated[
 #: ``checkpoint_every: CheckpointEveryOption = N``
 CheckpointEveryOption = Annotated[
     int,
-    typer.Option(
-        "--checkpoint-every", min=0, help="Steps between checkpoints (0: only when stopped by a signal)."
-    ),
+    typer.Option("--checkpoint-every", min=0, help="Steps between checkpoints (0: only when stopped by a signal)."),
 ]
 #: ``keep_checkpoints: KeepCheckpointsFlag = False``
 KeepCheckpointsFlag = Annotated[

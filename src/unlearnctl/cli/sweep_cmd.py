@@ -118,21 +118,27 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[
             int | None,
             typer.Option(
-                "--jobs", "-j", min=1, help="Cells run at once [default: the spec's, else the executor's: local: 1].",
+                "--jobs",
+                "-j",
+                min=1,
+                help="Cells run at once [default: the spec's, else the executor's: local: 1].",
                 show_default=False,
             ),
         ] = None,
         executor: Annotated[
             str | None,
             typer.Option(
-                "--executor", help="Where cells run: local, or a plugin's (`unlearnctl list executors`) "
-                "[default: the spec's, else local].", show_default=False,
+                "--executor",
+                help="Where cells run: local, or a plugin's (`unlearnctl list executors`) "
+                "[default: the spec's, else local].",
+                show_default=False,
             ),
         ] = None,
         executor_options: Annotated[
             list[str] | None,
             typer.Option(
-                "--executor-option", help="Executor option KEY=VALUE (`unlearnctl show executor NAME`); repeatable.",
+                "--executor-option",
+                help="Executor option KEY=VALUE (`unlearnctl show executor NAME`); repeatable.",
                 show_default=False,
             ),
         ] = None,

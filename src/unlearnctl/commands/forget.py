@@ -356,9 +356,7 @@ def _run_forget(prepared: PreparedForget) -> ForgetResult:
             (tmp / LOG_FILE).touch()
             # 1. samples of the input model (the same seed is used after, image for image); a resumed run
             #    wrote them before it was stopped
-            samples = write_grids(
-                model, classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "before"
-            )
+            samples = write_grids(model, classes, req.grid_per_class, req.seed, p.device, tmp / SAMPLES_DIR, "before")
         # 2. the method
         if hook is not None:
             hook.run_started(run=run)
@@ -435,5 +433,3 @@ def resume_forget(path: Path, registry: Any = None) -> PreparedForget:
 def forget(request: ForgetRequest, registry: Any = None) -> ForgetResult:
     """``unlearnctl forget``: validate everything, then run and write the run folder."""
     return run_forget(prepare_forget(request, registry))
-
-

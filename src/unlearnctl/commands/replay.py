@@ -1,5 +1,4 @@
-"""``unlearnctl replay``: rerun a recorded ``forget`` run from its manifest, and verify it.
-"""
+"""``unlearnctl replay``: rerun a recorded ``forget`` run from its manifest, and verify it."""
 
 from __future__ import annotations
 

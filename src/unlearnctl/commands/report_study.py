@@ -123,7 +123,6 @@ def study_section(study: Path) -> StudySection:
     if pictures:
         parts.append(
             "<h3>what each group draws for the forgotten classes</h3><p class='meta'>each group's first done cell: "
-            "the base model (left) and the model after (right), from the same noise</p>"
-            + images_html(pictures)
+            "the base model (left) and the model after (right), from the same noise</p>" + images_html(pictures)
         )
     return StudySection(result.name, Path(study), "".join(parts), len(pictures) + plotted, warnings)

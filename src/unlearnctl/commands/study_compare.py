@@ -90,7 +90,7 @@ def only_forget_sets(loaded: LoadedStudy, forget_sets: Sequence[str]) -> LoadedS
         loaded,
         index={**loaded.index, "cells": [c for c in records if keep(c)]},
         cells=[d for d in loaded.cells if keep(d.cell)],
-        missing=[m for m in loaded.missing if m.get("forget_label") in wanted],
+        missing=[m for m in loaded.missing if forget_set_of(m) in wanted],
     )
 
 
@@ -340,6 +340,7 @@ def compare_study(
 ) -> StudyComparison:
     """:func:`load_study` then :func:`aggregate`; with ``forget_sets``, only those forget sets' cells
     (:func:`only_forget_sets`), so that the overall rows and the front compare like with like."""
+    forget_sets = list(dict.fromkeys(forget_sets))  # named twice is named once
     loaded = only_forget_sets(load_study(study), forget_sets)
     name = str(loaded.index.get("name") or Path(study).name)
     if forget_sets:

@@ -439,7 +439,6 @@ def summary_counts(index: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-
 def resolved_spec(p: PreparedSweep, fmt: str) -> str:
     """What ``sweep --print-config`` prints: the spec with every default filled in and the executor as this
     sweep would use it, as a spec file that ``sweep`` reads back to the same cells."""

@@ -50,9 +50,7 @@ def disk_state(study: Path, cell: Cell) -> DiskState:
         return DiskState("done" if run.is_file() else "fresh")
     if run.exists():
         if not (run / MANIFEST_FILE).is_file():
-            return DiskState(
-                "broken", f"'{run}' exists but holds no {MANIFEST_FILE}: remove it to run the cell again"
-            )
+            return DiskState("broken", f"'{run}' exists but holds no {MANIFEST_FILE}: remove it to run the cell again")
         return DiskState("done" if (run / METRICS_FILE).is_file() else "eval")
     partials = [p for p in find_partials(run.parent, run) if not p.live]
     resumable = [p for p in partials if p.resumable]

@@ -1,5 +1,4 @@
-"""``unlearnctl train``: train a DDPM from scratch into a run folder (and the ``retrain`` gold standard).
-"""
+"""``unlearnctl train``: train a DDPM from scratch into a run folder (and the ``retrain`` gold standard)."""
 
 from __future__ import annotations
 
@@ -119,8 +118,6 @@ class TrainRunResult:
     run_dir: Path
     manifest: Any
     model: DiffusionModel
-
-
 
 
 def resume_train(path: Path, registry: Any = None) -> TrainRunResult:
@@ -367,7 +364,6 @@ def train_prepared(p: PreparedTrain, registry: Any, *, partial: Path | None = No
                     images = generate(model, labels, count, sample_options, req.seed, device)
                     save_labelled_grid(images, model.class_names, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
                 else:
-
                     images = generate(model, None, 4 * n, sample_options, req.seed, device)
                     save_grid(images, tmp / SAMPLES_DIR / GRID_FILE, nrow=n)
                 samples = SamplesRecord(

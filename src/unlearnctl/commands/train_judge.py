@@ -1,5 +1,4 @@
-"""``unlearnctl train-judge``: train the classifier ``eval`` uses to tell which class a generated image shows.
-"""
+"""``unlearnctl train-judge``: train the classifier ``eval`` uses to tell which class a generated image shows."""
 
 from __future__ import annotations
 
@@ -42,8 +41,6 @@ def run_train_judge(
     Progress goes through the lifecycle hooks of ``registry``'s plugins (a run of kind ``"train-judge"``;
     ``step_logged`` after each optimizer step with ``epoch`` and ``loss``; ``run_finished`` with the judge).
     """
-
-
 
     check_arch(arch, ARCH_CHOICES)
     if epochs < 1:

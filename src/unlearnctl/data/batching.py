@@ -68,8 +68,6 @@ class BatchStream(Iterator[tuple[torch.Tensor, torch.Tensor]]):
         self.perm, self.pos = perm, int(state["pos"])
 
 
-def batches(
-    data: ImageSet, batch_size: int, generator: torch.Generator, world: World = SINGLE
-) -> BatchStream:
+def batches(data: ImageSet, batch_size: int, generator: torch.Generator, world: World = SINGLE) -> BatchStream:
     """A :class:`BatchStream` of ``data``."""
     return BatchStream(data, batch_size, generator, world)

@@ -51,6 +51,7 @@ def check_lr_schedule(options: Any) -> Any:
         )
     return options
 
+
 #: outer steps on the built-in ddpm-digits model: the setting the tuning protocol chose (docs/protocol.md)
 DEFAULT_STEPS = 600
 
