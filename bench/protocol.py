@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unlearnctl.commands.study_compare import dominates
+
 ROOT = Path(__file__).resolve().parents[1]
 UNLEARNCTL = Path(sys.executable).parent / "unlearnctl"
 TEMPLATE = ROOT / "docs" / "studies" / "digits-test.template.toml"
@@ -343,9 +345,9 @@ def _point(group: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _dominates(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> bool:
-    """``a``'s means are <= ``b``'s on both axes and < on one (the front's rule, ``unlearnctl compare``)."""
-    (ar, af), (br, bf) = ((p["recognition_rate"]["mean"], p["fid"]["mean"]) for p in (a, b))
-    return ar <= br and af <= bf and (ar < br or af < bf)
+    """``a``'s means dominate ``b``'s: the front's own rule (``unlearnctl compare``)."""
+    a_mean, b_mean = ((p["recognition_rate"]["mean"], p["fid"]["mean"]) for p in (a, b))
+    return dominates(a_mean, b_mean)
 
 
 def _beyond_noise(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], threshold: float | None) -> bool:

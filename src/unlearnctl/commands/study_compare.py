@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from .intervals import INTERVAL_METHODS, Interval, IntervalMethod, check_level, clip, interval
-from .study_read import COMPARED_ROLES, CellData, LoadedStudy, is_study, load_study
+from .study_read import COMPARED_ROLES, CellData, LoadedStudy, forget_set_of, is_study, load_study
 from .study_result import (
     BASE_METRICS,
     METRIC_BY_KEY,
@@ -39,10 +38,10 @@ __all__ = [
     "LoadedStudy",
     "aggregate",
     "compare_study",
+    "dominates",
     "forget_set_of",
     "is_study",
     "load_study",
-    "only_forget_sets",
     "pareto_front",
 ]
 
@@ -52,46 +51,20 @@ PROTOCOL_KEYS = ("sampler", "steps", "eta", "guidance", "samples_per_class")
 NOISE_FLOOR_STDS = 2.0
 
 
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether ``a`` dominates ``b``, minimising both coordinates: <= on both and < on at least one. Equal points
+    do not dominate each other."""
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """The indices (ascending) of the non-dominated points, minimising both coordinates: a point is dominated when
-    another is <= on both coordinates and < on at least one. Equal points do not dominate each other."""
+    """The indices (ascending) of the non-dominated points (:func:`dominates`), minimising both coordinates."""
     front = []
-    for i, (xi, yi) in enumerate(points):
-        dominated = any(xj <= xi and yj <= yi and (xj < xi or yj < yi) for j, (xj, yj) in enumerate(points) if j != i)
+    for i, point in enumerate(points):
+        dominated = any(dominates(other, point) for j, other in enumerate(points) if j != i)
         if not dominated:
             front.append(i)
     return front
-
-
-def forget_set_of(cell: dict[str, Any]) -> str:
-    """A study cell's forget set as the sweep names it (``classes:2``, ``random:0.1``): its ``forget_label``."""
-    return str(cell.get("forget_label") or ",".join(cell.get("forget") or []) or "-")
-
-
-def only_forget_sets(loaded: LoadedStudy, forget_sets: Sequence[str]) -> LoadedStudy:
-    """``loaded`` restricted to the cells of ``forget_sets`` (done and not done; a cell that is not compared, such
-    as the noise floor, stays). A forget set the study does not have is refused, with the ones it has."""
-    if not forget_sets:
-        return loaded
-    records = [c for c in loaded.index.get("cells", []) if isinstance(c, dict)]
-    known = list(dict.fromkeys(forget_set_of(c) for c in records if c.get("role", "method") in COMPARED_ROLES))
-    unknown = [fs for fs in forget_sets if fs not in known]
-    if unknown:
-        raise UsageError(
-            f"study '{loaded.path}' has no forget set {', '.join(map(repr, unknown))}: "
-            f"--forget-set takes one of {', '.join(known) or '(none)'}"
-        )
-    wanted = set(forget_sets)
-
-    def keep(cell: dict[str, Any]) -> bool:
-        return cell.get("role", "method") not in COMPARED_ROLES or forget_set_of(cell) in wanted
-
-    return replace(
-        loaded,
-        index={**loaded.index, "cells": [c for c in records if keep(c)]},
-        cells=[d for d in loaded.cells if keep(d.cell)],
-        missing=[m for m in loaded.missing if forget_set_of(m) in wanted],
-    )
 
 
 def _seconds(cell: dict[str, Any]) -> float | None:
@@ -338,10 +311,10 @@ def compare_study(
     seed: int = 0,
     forget_sets: Sequence[str] = (),
 ) -> StudyComparison:
-    """:func:`load_study` then :func:`aggregate`; with ``forget_sets``, only those forget sets' cells
-    (:func:`only_forget_sets`), so that the overall rows and the front compare like with like."""
+    """:func:`load_study` then :func:`aggregate`; with ``forget_sets``, only those forget sets' cells, so that
+    the overall rows and the front compare like with like."""
     forget_sets = list(dict.fromkeys(forget_sets))  # named twice is named once
-    loaded = only_forget_sets(load_study(study), forget_sets)
+    loaded = load_study(study, forget_sets)
     name = str(loaded.index.get("name") or Path(study).name)
     if forget_sets:
         name += f" ({', '.join(forget_sets)})"

@@ -8,6 +8,7 @@ are listed, not an error; the noise floor is read when the study has one.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from ..errors import UsageError
 from .sweep_index import is_study, read_index
 
-__all__ = ["COMPARED_ROLES", "CellData", "LoadedStudy", "is_study", "load_study"]
+__all__ = ["COMPARED_ROLES", "CellData", "LoadedStudy", "forget_set_of", "is_study", "load_study"]
 
 #: the cell roles compared (a ``noise-floor`` cell writes the study's noise floor, not a run folder)
 COMPARED_ROLES = ("method", "retrain")
@@ -54,6 +55,26 @@ def _missing(cell: dict[str, Any], reason: str) -> dict[str, Any]:
     }
 
 
+def forget_set_of(cell: dict[str, Any]) -> str:
+    """A study cell's forget set as the sweep names it (``classes:2``, ``random:0.1``): its ``forget_label``."""
+    return str(cell.get("forget_label") or ",".join(cell.get("forget") or []) or "-")
+
+
+def _only_forget_sets(study: Path, index: dict[str, Any], forget_sets: Sequence[str]) -> dict[str, Any]:
+    """``index`` with only the compared cells of ``forget_sets`` (a cell not compared, the noise floor, stays);
+    a forget set the study does not have is refused, with the ones it has."""
+    records = [c for c in index.get("cells", []) if isinstance(c, dict)]
+    known = list(dict.fromkeys(forget_set_of(c) for c in records if c.get("role", "method") in COMPARED_ROLES))
+    unknown = [fs for fs in forget_sets if fs not in known]
+    if unknown:
+        raise UsageError(
+            f"study '{study}' has no forget set {', '.join(map(repr, unknown))}: "
+            f"--forget-set takes one of {', '.join(known) or '(none)'}"
+        )
+    cells = [c for c in records if c.get("role", "method") not in COMPARED_ROLES or forget_set_of(c) in forget_sets]
+    return {**index, "cells": cells}
+
+
 def _read_noise_floor(study: Path, name: Any, notes: list[str]) -> dict[str, Any] | None:
     if not name:
         return None
@@ -70,9 +91,10 @@ def _read_noise_floor(study: Path, name: Any, notes: list[str]) -> dict[str, Any
     return data
 
 
-def load_study(study: Path) -> LoadedStudy:
+def load_study(study: Path, forget_sets: Sequence[str] = ()) -> LoadedStudy:
     """Read a study folder: every done cell's run folder (checked with :func:`check_run` unless ``--no-verify``),
-    the cells that are not done (listed, not an error) and the noise floor if there is one.
+    the cells that are not done (listed, not an error) and the noise floor if there is one. With ``forget_sets``,
+    only those forget sets' cells are read (the others are never opened) and the index holds only them.
 
     A cell is done when its status is ``done`` and its run folder has ``manifest.json`` and ``metrics.json``.
     Only ``method`` and ``retrain`` cells are compared: the ``noise-floor`` cell's file is the noise floor.
@@ -86,6 +108,8 @@ def load_study(study: Path) -> LoadedStudy:
     index = read_index(study)
     if index is None:
         raise UsageError(f"'{study}' is not a study folder (no study.json): make one with `unlearnctl sweep`")
+    if forget_sets:
+        index = _only_forget_sets(study, index, forget_sets)
     notes: list[str] = []
     cells: list[CellData] = []
     missing: list[dict[str, Any]] = []
